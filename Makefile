@@ -1,0 +1,35 @@
+# flashgate: `make up` runs the local stack, `make test` runs every test.
+# Both install what they need: a venv with pinned packages, Debian's redis-server,
+# and Apache Kafka's jars from Maven Central.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint typecheck prepare clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+prepare: $(STAMP)
+	$(BIN)/flashgate prepare
+
+up: prepare
+	$(BIN)/flashgate up
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: prepare lint typecheck
+	$(BIN)/pytest
+
+clean:
+	rm -rf .flashgate .cache .pytest_cache .mypy_cache .ruff_cache

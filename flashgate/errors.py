@@ -1,0 +1,40 @@
+"""flashgate's own exceptions: one class per failure a caller handles.
+
+Kafka, Redis and HTTP client exceptions are wrapped into these at the boundary,
+so callers never match on a third-party exception type.
+"""
+
+from __future__ import annotations
+
+
+class FlashgateError(Exception):
+    """Root of every error flashgate raises on purpose."""
+
+
+class ConfigError(FlashgateError):
+    """The settings file or an environment override is invalid."""
+
+
+class KafkaUnavailable(FlashgateError):
+    """Kafka did not acknowledge a record in time, or refused it."""
+
+
+class ProducerQueueFull(KafkaUnavailable):
+    """The producer's local queue is full: backpressure, answer 503."""
+
+
+class StackError(FlashgateError):
+    """A part of the local stack could not be set up or started."""
+
+
+class PortInUse(StackError):
+    """A port the local stack needs is already taken."""
+
+    def __init__(self, name: str, host: str, port: int) -> None:
+        super().__init__(
+            f"port {host}:{port} for {name} is already in use; stop whatever holds it "
+            f"or choose another port (see flashgate.toml)"
+        )
+        self.name = name
+        self.host = host
+        self.port = port

@@ -1,0 +1,1 @@
+"""Kafka helpers shared by the gateway and the order consumer."""

@@ -1,0 +1,182 @@
+"""The one typed settings object, read once from `flashgate.toml` and the environment.
+
+Every key of the TOML file can be overridden by an environment variable named
+`FLASHGATE_<SECTION>_<KEY>` (for example `FLASHGATE_KAFKA_BOOTSTRAP_SERVERS`).
+`FLASHGATE_CONFIG` names the file; without it `./flashgate.toml` is read when
+present, else the defaults below apply. Defaults are named constants with their
+unit in the name.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from flashgate.errors import ConfigError
+
+ENV_PREFIX = "FLASHGATE_"
+CONFIG_ENV = "FLASHGATE_CONFIG"
+DEFAULT_CONFIG_FILE = "flashgate.toml"
+
+GATEWAY_PORT = 8080
+ADMIN_PORT = 8081
+BACKEND_PORT = 8090
+KAFKA_PORT = 9092
+KAFKA_CONTROLLER_PORT = 9093
+REDIS_PORT = 6379
+
+MAX_BODY_BYTES = 8 * 1024
+PRODUCE_TIMEOUT_MS = 5_000
+IN_FLIGHT_MAX = 2_000
+RETENTION_MS = 3 * 24 * 3600 * 1000
+ORDER_STATUS_TTL_S = 4 * 24 * 3600
+DRAIN_RATE_PER_S = 500.0
+DRAIN_CONCURRENCY = 64
+BACKEND_TIMEOUT_S = 10.0
+KAFKA_HEAP_MB = 512
+
+
+class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = GATEWAY_PORT
+    workers: int = 1
+    max_body_bytes: int = MAX_BODY_BYTES
+    produce_timeout_ms: int = PRODUCE_TIMEOUT_MS
+    in_flight_max: int = IN_FLIGHT_MAX
+    # Storefront bearer tokens; empty means the public API needs none.
+    storefront_tokens: list[str] = msgspec.field(default_factory=list)
+
+
+class AdminSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = ADMIN_PORT
+    # Normally from FLASHGATE_ADMIN_TOKEN; else generated into <state_dir>/admin-token.
+    token: str = ""
+
+
+class KafkaSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    bootstrap_servers: str = f"127.0.0.1:{KAFKA_PORT}"
+    orders_topic: str = "orders"
+    dlq_topic: str = "orders.dlq"
+    partitions: int = 6
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
+    retention_ms: int = RETENTION_MS
+    linger_ms: int = 2
+    compression: str = "lz4"
+    # Bounded so a request never waits on Kafka longer than this.
+    message_timeout_ms: int = PRODUCE_TIMEOUT_MS
+
+
+class RedisSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    url: str = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    order_status_ttl_s: int = ORDER_STATUS_TTL_S
+
+
+class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    group_id: str = "order-drain"
+    backend_url: str = f"http://127.0.0.1:{BACKEND_PORT}"
+    rate_per_s: float = DRAIN_RATE_PER_S
+    burst: int = 50
+    concurrency: int = DRAIN_CONCURRENCY
+    backend_timeout_s: float = BACKEND_TIMEOUT_S
+    max_attempts: int = 8
+    poll_batch: int = 500
+
+
+class BackendSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The reference slow backend that the local stack starts."""
+
+    host: str = "127.0.0.1"
+    port: int = BACKEND_PORT
+    rate_per_s: float = 500.0
+    concurrency: int = 64
+
+
+class StackSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    state_dir: str = ".flashgate"
+    kafka_controller_port: int = KAFKA_CONTROLLER_PORT
+    kafka_heap_mb: int = KAFKA_HEAP_MB
+    # Kafka's jars, fetched by Maven (gitignored; ~/.m2 makes a refetch a copy).
+    kafka_libs_dir: str = ".cache/kafka-4.3.1"
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    gateway: GatewaySettings = msgspec.field(default_factory=GatewaySettings)
+    admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
+    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
+    redis: RedisSettings = msgspec.field(default_factory=RedisSettings)
+    drain: DrainSettings = msgspec.field(default_factory=DrainSettings)
+    backend: BackendSettings = msgspec.field(default_factory=BackendSettings)
+    stack: StackSettings = msgspec.field(default_factory=StackSettings)
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.stack.state_dir)
+
+
+SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "gateway": GatewaySettings,
+    "admin": AdminSettings,
+    "kafka": KafkaSettings,
+    "redis": RedisSettings,
+    "drain": DrainSettings,
+    "backend": BackendSettings,
+    "stack": StackSettings,
+}
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    overrides: dict[str, dict[str, Any]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        struct = SECTIONS.get(section)
+        if struct is None or key not in struct.__struct_fields__:
+            raise ConfigError(f"unknown setting in environment: {name}")
+        overrides.setdefault(section, {})[key] = _env_value(struct, key, value)
+    return overrides
+
+
+def _env_value(struct: type[msgspec.Struct], key: str, value: str) -> Any:
+    # Lists come from the environment comma-separated; scalars are cast by msgspec.
+    annotation = struct.__annotations__.get(key, "")
+    if "list" in str(annotation):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+def load_settings(
+    path: Path | str | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the TOML file (if any) and the environment into one `Settings`."""
+    env = os.environ if environ is None else environ
+    data: dict[str, dict[str, Any]] = {}
+    config_path = Path(path) if path is not None else _default_path(env)
+    if config_path is not None:
+        try:
+            data = tomllib.loads(config_path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"settings file not found: {config_path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: invalid TOML: {exc}") from exc
+    for section, values in _env_overrides(env).items():
+        data.setdefault(section, {}).update(values)
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from exc
+
+
+def _default_path(env: Mapping[str, str]) -> Path | None:
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV])
+    local = Path(DEFAULT_CONFIG_FILE)
+    return local if local.is_file() else None

@@ -1,0 +1,212 @@
+"""`flashgate up`: bring the whole local stack up, watch it, and take it down cleanly.
+
+Order: Redis, Kafka (format once, start, await readiness, create topics), the
+reference backend, the order consumer, the gateway. On Ctrl-C, SIGTERM or the
+death of any part, everything stops in reverse order and no process is left.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from flashgate.errors import StackError
+from flashgate.kafka.topics import ensure_topics, wait_for_broker
+from flashgate.settings import Settings
+from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
+from flashgate.stack.kafka_jars import ensure_kafka_jars
+from flashgate.stack.ports import ensure_free, wait_for_port
+from flashgate.stack.process import ManagedProcess
+from flashgate.stack.redis_server import RedisServer, ensure_redis_installed
+
+log = logging.getLogger(__name__)
+
+KAFKA_READY_S = 90.0
+SERVICE_READY_S = 30.0
+
+
+def kafka_libs_dir(settings: Settings) -> Path:
+    return Path(settings.stack.kafka_libs_dir).resolve()
+
+
+def prepare(settings: Settings) -> None:
+    """Install and fetch what the stack needs (idempotent): Redis and Kafka's jars."""
+    ensure_redis_installed()
+    ensure_kafka_jars(kafka_libs_dir(settings))
+
+
+def _host_port(bootstrap: str) -> tuple[str, int]:
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    return host, int(port)
+
+
+def _redis_port(url: str) -> int:
+    authority = url.split("://", 1)[-1].split("/", 1)[0]
+    return int(authority.rpartition(":")[2] or 6379)
+
+
+class LocalStack:
+    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.state = settings.state_dir.resolve()
+        self.say = say
+        self.parts: list[ManagedProcess] = []
+        self._stop = threading.Event()
+
+    def _log(self, name: str) -> Path:
+        return self.state / "logs" / f"{name}.log"
+
+    def _pid(self, name: str) -> Path:
+        return self.state / "run" / f"{name}.pid"
+
+    def check_ports(self) -> None:
+        s = self.settings
+        _, kafka_port = _host_port(s.kafka.bootstrap_servers)
+        for name, host, port in [
+            ("Redis", "127.0.0.1", _redis_port(s.redis.url)),
+            ("Kafka broker", "127.0.0.1", kafka_port),
+            ("Kafka controller", "127.0.0.1", s.stack.kafka_controller_port),
+            ("reference backend", s.backend.host, s.backend.port),
+            ("gateway", s.gateway.host, s.gateway.port),
+        ]:
+            ensure_free(name, host, port)
+
+    def start(self) -> None:
+        s = self.settings
+        self.check_ports()
+        prepare(s)
+        redis = RedisServer(_redis_port(s.redis.url), self.state / "redis")
+        redis.start(self._log("redis"), self._pid("redis"))
+        self._own(redis.process)
+        redis.wait_listening()
+        self.say(f"redis      {redis.url}")
+
+        _, kafka_port = _host_port(s.kafka.bootstrap_servers)
+        libs = kafka_libs_dir(s)
+        broker = KafkaBroker(
+            BrokerSpec(1, kafka_port, s.stack.kafka_controller_port),
+            data_dir=self.state / "kafka",
+            libs_dir=libs,
+            heap_mb=s.stack.kafka_heap_mb,
+            cluster_id=self._cluster_id(libs),
+        )
+        broker.format_storage()
+        broker.start(self._log("kafka"), self._pid("kafka"))
+        self._own(broker.process)
+        broker.wait_listening(KAFKA_READY_S)
+        wait_for_broker(s.kafka, KAFKA_READY_S)
+        ensure_topics(s.kafka)
+        self.say(
+            f"kafka      {s.kafka.bootstrap_servers}  topics {s.kafka.orders_topic}, "
+            f"{s.kafka.dlq_topic}"
+        )
+
+        python = sys.executable
+        backend = ManagedProcess(
+            "backend",
+            [
+                python,
+                "-m",
+                "reference_backend",
+                "--host",
+                s.backend.host,
+                "--port",
+                str(s.backend.port),
+                "--db",
+                str(self.state / "backend" / "orders.sqlite3"),
+                "--rate",
+                str(s.backend.rate_per_s),
+                "--concurrency",
+                str(s.backend.concurrency),
+            ],
+            log_path=self._log("backend"),
+            pid_path=self._pid("backend"),
+        )
+        self._launch(backend, s.backend.host, s.backend.port)
+        self.say(f"backend    http://{s.backend.host}:{s.backend.port}/stats")
+
+        consumer = ManagedProcess(
+            "consumer",
+            [python, "-m", "order_consumer.main"],
+            log_path=self._log("consumer"),
+            pid_path=self._pid("consumer"),
+        )
+        consumer.start()
+        self._own(consumer)
+        self.say(f"consumer   group {s.drain.group_id} at {s.drain.rate_per_s:g}/s")
+
+        gateway = ManagedProcess(
+            "gateway",
+            [python, "-m", "gateway.main"],
+            log_path=self._log("gateway"),
+            pid_path=self._pid("gateway"),
+        )
+        self._launch(gateway, s.gateway.host, s.gateway.port)
+        self.say(f"gateway    http://{s.gateway.host}:{s.gateway.port}/v1/orders")
+        self.say(f"logs       {self.state / 'logs'}")
+
+    def _cluster_id(self, libs: Path) -> str:
+        path = self.state / "kafka-cluster-id"
+        if path.is_file():
+            return path.read_text().strip()
+        cluster_id = new_cluster_id(libs)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(cluster_id + "\n")
+        return cluster_id
+
+    def _own(self, process: ManagedProcess | None) -> None:
+        if process is not None:
+            self.parts.append(process)
+
+    def _launch(self, process: ManagedProcess, host: str, port: int) -> None:
+        process.start()
+        self._own(process)
+        try:
+            wait_for_port(process.name, host, port, SERVICE_READY_S)
+        except StackError:
+            raise StackError(
+                f"{process.name} did not start; last lines of {process.log_path}:\n"
+                + process.log_tail()
+            ) from None
+
+    def watch(self) -> str:
+        """Block until a signal arrives or a part dies; return why."""
+        reason: list[str] = []
+
+        def on_signal(signum: int, frame: object) -> None:
+            reason.append(signal.Signals(signum).name)
+            self._stop.set()
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        while not self._stop.wait(0.5):
+            for part in self.parts:
+                if not part.running():
+                    reason.append(f"{part.name} exited with {part.exit_code()}")
+                    self._stop.set()
+                    break
+        return reason[0] if reason else "stopped"
+
+    def stop(self) -> None:
+        for part in reversed(self.parts):
+            part.stop()
+        self.parts.clear()
+
+
+def run_local_stack(settings: Settings) -> int:
+    stack = LocalStack(settings)
+    try:
+        stack.start()
+        print("flashgate is up; Ctrl-C stops everything.", flush=True)
+        why = stack.watch()
+        print(f"stopping ({why}) ...", flush=True)
+        return 0
+    except StackError as exc:
+        print(f"flashgate up: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()

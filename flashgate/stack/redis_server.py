@@ -1,0 +1,89 @@
+"""A Redis server from Debian's `redis-server` package, on loopback with its own data dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from flashgate.errors import StackError
+from flashgate.stack.ports import ensure_free, wait_for_port
+from flashgate.stack.process import ManagedProcess
+
+HOST = "127.0.0.1"
+APT_TIMEOUT_S = 600
+
+
+def ensure_redis_installed() -> str:
+    """Return the path of redis-server, installing Debian's package when root."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        raise StackError("redis-server is missing: run `sudo apt-get install -y redis-server`")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "redis-server"],
+    ):
+        result = subprocess.run(
+            command, capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S, check=False
+        )
+        if result.returncode != 0:
+            raise StackError(f"`{' '.join(command)}` failed:\n{result.stderr[-2000:]}")
+    found = shutil.which("redis-server")
+    if not found:
+        raise StackError("redis-server is still missing after apt-get install")
+    return found
+
+
+@dataclass
+class RedisServer:
+    port: int
+    data_dir: Path
+    # appendonly: stock reservations and idempotency keys survive a Redis restart.
+    appendonly: bool = True
+    _process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    @property
+    def process(self) -> ManagedProcess | None:
+        return self._process
+
+    def start(self, log_path: Path, pid_path: Path | None = None) -> None:
+        binary = ensure_redis_installed()
+        ensure_free("Redis", HOST, self.port)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            binary,
+            "--bind",
+            HOST,
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--daemonize",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "yes" if self.appendonly else "no",
+            "--appendfsync",
+            "everysec",
+            "--protected-mode",
+            "yes",
+        ]
+        self._process = ManagedProcess("redis", argv, log_path=log_path, pid_path=pid_path)
+        self._process.start()
+
+    def wait_listening(self, timeout_s: float = 20.0) -> None:
+        wait_for_port("Redis", HOST, self.port, timeout_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._process is not None:
+            self._process.stop(timeout_s)

@@ -1,0 +1,54 @@
+"""Liveness and readiness probes.
+
+Readiness checks Kafka and Redis, but caches the answer for a second so a
+fleet of probes cannot become load on either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway.context import GatewayContext
+from gateway.problems import json_response
+
+READY_CACHE_S = 1.0
+
+
+class ReadinessProbe:
+    def __init__(self, context: GatewayContext, cache_s: float = READY_CACHE_S) -> None:
+        self._context = context
+        self._cache_s = cache_s
+        self._checked_at = float("-inf")
+        self._result: dict[str, bool] = {}
+        self._lock = asyncio.Lock()
+
+    async def check(self) -> dict[str, bool]:
+        async with self._lock:
+            if time.monotonic() - self._checked_at >= self._cache_s:
+                kafka = await asyncio.to_thread(self._context.producer.cluster_reachable, 1.0)
+                try:
+                    redis = bool(await self._context.redis.ping())
+                except (RedisError, OSError):
+                    redis = False
+                self._result = {"kafka": kafka, "redis": redis}
+                self._checked_at = time.monotonic()
+            return self._result
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    probe: ReadinessProbe = request.app.state.readiness
+    checks = await probe.check()
+    ready = all(checks.values())
+    return json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks},
+        status=200 if ready else 503,
+    )

@@ -1,0 +1,55 @@
+"""The gateway's HTTP errors: one `ApiError` per answer, rendered as the contract's JSON body.
+
+Every error body is `{"error": "<code>", "message": "<human text>", ...}`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+_encoder = msgspec.json.Encoder()
+
+
+class ApiError(Exception):
+    """An error answer: status, machine code, human message, optional extras and headers."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.extra = dict(extra or {})
+
+    def to_response(self) -> Response:
+        body = {"error": self.code, "message": self.message, **self.extra}
+        return json_response(body, self.status, self.headers)
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(_encoder.encode(body), status, dict(headers or {}), "application/json")
+
+
+async def api_error_handler(request: Request, exc: Exception) -> Response:
+    if not isinstance(exc, ApiError):  # registered for ApiError only
+        raise exc
+    return exc.to_response()
+
+
+def unavailable(message: str, retry_after_s: int = 1) -> ApiError:
+    return ApiError(503, "unavailable", message, headers={"Retry-After": str(retry_after_s)})

@@ -1,0 +1,62 @@
+"""Turn a request body into an `OrderRequest`, or into the contract's 400/422 errors.
+
+The fast path is one msgspec decode. msgspec stops at the first problem, so on
+failure a second, slower pass checks each field on its own to list every
+field that is wrong: a storefront developer fixes them all in one go.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from flashgate.order import OrderRequest, decode_request
+from gateway.problems import ApiError
+
+_FIELDS = msgspec.structs.fields(OrderRequest)
+_FIELD_TYPES: dict[str, Any] = {field.name: field.type for field in _FIELDS}
+_REQUIRED = {field.name for field in _FIELDS if field.required}
+
+
+def parse_order(body: bytes) -> OrderRequest:
+    try:
+        return decode_request(body)
+    except msgspec.ValidationError:
+        pass
+    except msgspec.DecodeError:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    try:
+        document = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    raise ApiError(
+        422,
+        "validation_error",
+        "the order does not match the schema",
+        extra={"details": field_errors(document)},
+    )
+
+
+def field_errors(document: Any) -> list[dict[str, str]]:
+    """Every schema violation of a decoded JSON document, one entry per field."""
+    if not isinstance(document, dict):
+        return [{"field": "$", "error": "the body must be a JSON object"}]
+    details: list[dict[str, str]] = []
+    for name in sorted(set(document) - set(_FIELD_TYPES)):
+        details.append({"field": str(name), "error": "unknown field"})
+    for name, field_type in _FIELD_TYPES.items():
+        if name not in document:
+            if name in _REQUIRED:
+                details.append({"field": name, "error": "required"})
+            continue
+        try:
+            msgspec.convert(document[name], field_type)
+        except msgspec.ValidationError as exc:
+            details.append({"field": name, "error": _strip_path(str(exc))})
+    return details or [{"field": "$", "error": "invalid order"}]
+
+
+def _strip_path(message: str) -> str:
+    # msgspec appends " - at `$...`"; the field name is already in "field".
+    return message.split(" - at `", 1)[0]

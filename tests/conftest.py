@@ -1,0 +1,94 @@
+"""Session fixtures: a real Kafka broker (KRaft, Maven jars) and a real Redis, on free ports.
+
+They never use the `make up` ports, and they stop even when a test fails.
+Each test gets its own topics and consumer group, so tests never see each
+other's orders.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
+from flashgate.stack.kafka_jars import ensure_kafka_jars
+from flashgate.stack.ports import free_port
+from flashgate.stack.redis_server import RedisServer
+from tests.services import ServiceEnv, Services
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def kafka_libs() -> Path:
+    return ensure_kafka_jars(REPO / ".cache" / "kafka-4.3.1")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(
+    kafka_libs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KafkaBroker]:
+    data = tmp_path_factory.mktemp("kafka")
+    broker = KafkaBroker(
+        BrokerSpec(1, free_port(), free_port()),
+        data_dir=data,
+        libs_dir=kafka_libs,
+        heap_mb=384,
+        cluster_id=new_cluster_id(kafka_libs),
+    )
+    broker.format_storage()
+    broker.start(data / "broker.log")
+    try:
+        broker.wait_listening(90)
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    data = tmp_path_factory.mktemp("redis")
+    server = RedisServer(free_port(), data)
+    server.start(data / "redis.log")
+    try:
+        server.wait_listening()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def service_env(
+    kafka_broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
+) -> Iterator[ServiceEnv]:
+    """Settings (as FLASHGATE_* variables) for one test: its own topics, group and ports."""
+    suffix = uuid.uuid4().hex[:8]
+    env = ServiceEnv.create(
+        tmp_path,
+        bootstrap=kafka_broker.bootstrap,
+        redis_url=redis_server.url,
+        orders_topic=f"orders-{suffix}",
+        dlq_topic=f"orders-{suffix}.dlq",
+        group_id=f"drain-{suffix}",
+    )
+    env.create_topics()
+    yield env
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def services(service_env: ServiceEnv) -> Iterator[Services]:
+    """Start gateway, consumer and backend processes on demand; stop them all afterwards."""
+    running = Services(service_env)
+    try:
+        yield running
+    finally:
+        running.stop_all()
