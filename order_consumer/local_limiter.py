@@ -40,7 +40,8 @@ class TokenBucket:
             raise ValueError(f"cannot take {tokens} tokens at once from a burst of {self._burst}")
         async with self._lock:
             self._refill()
-            while self._tokens < tokens:
+            # The epsilon keeps float rounding from turning "almost one token" into a spin.
+            while self._tokens + 1e-9 < tokens:
                 await self._sleep((tokens - self._tokens) / self._rate)
                 self._refill()
-            self._tokens -= tokens
+            self._tokens = max(0.0, self._tokens - tokens)

@@ -112,7 +112,9 @@ class Services:
         return self._start("backend", argv, port, self.env.process_env())
 
     def start_gateway(self, **overrides: str) -> ManagedProcess:
-        port = int(overrides.get("FLASHGATE_GATEWAY_PORT", self.env.variables["FLASHGATE_GATEWAY_PORT"]))
+        port = int(
+            overrides.get("FLASHGATE_GATEWAY_PORT", self.env.variables["FLASHGATE_GATEWAY_PORT"])
+        )
         argv = [sys.executable, "-m", "gateway.main"]
         return self._start("gateway", argv, port, self.env.process_env(**overrides))
 

@@ -1,0 +1,1 @@
+"""Reference slow order backend: the stand-in third-party system flashgate drains orders into."""
