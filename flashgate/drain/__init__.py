@@ -1,0 +1,1 @@
+"""Drain control shared by the admin surface and the consumers: overrides, pause, progress."""

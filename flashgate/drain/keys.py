@@ -1,0 +1,23 @@
+"""Redis keys of one consumer group's drain. One hash tag per group, so every key a
+Lua step touches lands in one Redis Cluster slot."""
+
+from __future__ import annotations
+
+
+def _tag(group_id: str) -> str:
+    return f"{{drain:{group_id}}}"
+
+
+def override_key(group_id: str) -> str:
+    """Hash: `rate` (absent = follow the config file), `paused` ("0"/"1"), `updated_at`."""
+    return f"{_tag(group_id)}:override"
+
+
+def progress_key(group_id: str) -> str:
+    """Hash written by consumers: see `flashgate.drain.progress`."""
+    return f"{_tag(group_id)}:progress"
+
+
+def limiter_key(group_id: str) -> str:
+    """The group-wide drain limiter's state."""
+    return f"{_tag(group_id)}:limiter"
