@@ -72,6 +72,7 @@ class LocalStack:
             ("Kafka controller", "127.0.0.1", s.stack.kafka_controller_port),
             ("reference backend", s.backend.host, s.backend.port),
             ("gateway", s.gateway.host, s.gateway.port),
+            ("gateway admin", s.admin.host, s.admin.port),
         ]:
             ensure_free(name, host, port)
 

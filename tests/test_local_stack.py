@@ -1,0 +1,140 @@
+"""`flashgate up` as a user runs it: the whole stack up, one order through, clean stop.
+
+It runs on free ports (never the `make up` defaults) through FLASHGATE_* variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from flashgate.errors import PortInUse
+from flashgate.settings import load_settings
+from flashgate.stack.local import LocalStack
+from flashgate.stack.ports import free_port
+from tests.services import http_json, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _stack_env(tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "flashgate.toml"
+    config.write_text("")
+    backend_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
+    env.update(
+        {
+            "FLASHGATE_CONFIG": str(config),
+            "FLASHGATE_GATEWAY_PORT": str(free_port()),
+            "FLASHGATE_ADMIN_PORT": str(free_port()),
+            "FLASHGATE_BACKEND_PORT": str(backend_port),
+            "FLASHGATE_DRAIN_BACKEND_URL": f"http://127.0.0.1:{backend_port}",
+            "FLASHGATE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+            "FLASHGATE_STACK_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "FLASHGATE_STACK_KAFKA_HEAP_MB": "384",
+            "FLASHGATE_STACK_KAFKA_LIBS_DIR": str(REPO / ".cache" / "kafka-4.3.1"),
+            "FLASHGATE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "FLASHGATE_STACK_STATE_DIR": str(tmp_path / "state"),
+        }
+    )
+    return env
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(
+                int(line.split()[1])
+                for line in status.read_text().splitlines()
+                if line.startswith("PPid:")
+            )
+        except (OSError, StopIteration, ValueError):
+            continue
+        if ppid == pid:
+            child = int(status.parent.name)
+            found += [child, *_descendants(child)]
+    return found
+
+
+def test_up_serves_an_order_and_stops_cleanly(tmp_path: Path, kafka_libs: Path) -> None:
+    env = _stack_env(tmp_path)
+    settings = load_settings(environ=env)
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed in finally
+    up = subprocess.Popen(
+        [sys.executable, "-m", "flashgate", "up"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ready = wait_until(lambda: b"flashgate is up" in (tmp_path / "up.log").read_bytes(), 120)
+        assert ready, (tmp_path / "up.log").read_text()
+        children = _descendants(up.pid)
+        assert len(children) >= 5  # redis, kafka, backend, consumer, gateway
+
+        gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
+        order = {"sale_id": "sale-1", "sku": "SKU-1", "quantity": 1, "user_id": "u-1"}
+        answer = _post(f"{gateway}/v1/orders", order)
+        assert answer["status"] == "accepted"
+        backend = settings.drain.backend_url
+        assert wait_until(lambda: http_json("GET", f"{backend}/stats")["orders"] == 1, 30)
+        assert wait_until(
+            lambda: (
+                http_json("GET", f"{gateway}/v1/orders/{answer['order_id']}")["status"]
+                == "delivered"
+            ),
+            10,
+        )
+
+        # A second `up` on the same ports refuses, naming the port.
+        second = subprocess.run(
+            [sys.executable, "-m", "flashgate", "up"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 1
+        assert "already in use" in second.stderr
+        assert str(settings.gateway.port) in second.stderr or "port" in second.stderr
+
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        time.sleep(0.5)
+        assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+        assert not list((tmp_path / "state" / "run").glob("*.pid"))
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(timeout=30)
+        log.close()
+
+
+def _post(url: str, body: object) -> dict[str, str]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 202
+        result: dict[str, str] = json.loads(response.read())
+        return result
+
+
+def test_a_taken_port_is_named(tmp_path: Path) -> None:
+    env = _stack_env(tmp_path)
+    settings = load_settings(environ=env)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", settings.gateway.port))
+        holder.listen()
+        with pytest.raises(PortInUse) as caught:
+            LocalStack(settings).check_ports()
+    assert caught.value.port == settings.gateway.port
+    assert f"127.0.0.1:{settings.gateway.port}" in str(caught.value)
+    assert "gateway" in str(caught.value)
