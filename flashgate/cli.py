@@ -1,4 +1,8 @@
-"""The `flashgate` command: bring the local stack up and prepare what it needs."""
+"""The `flashgate` command: the local stack, and ops' tools for sale day.
+
+Every sub-command registers its `run(args, settings) -> exit code` with
+`set_defaults(run=...)`; `main` only parses, loads the settings and dispatches.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,30 @@ import sys
 
 from flashgate.errors import FlashgateError
 from flashgate.logs import configure_logging
-from flashgate.settings import load_settings
+from flashgate.ops.commands import add_ops_commands
+from flashgate.settings import Settings, load_settings
 from flashgate.stack.local import prepare, run_local_stack
+
+
+def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    return run_local_stack(settings)
+
+
+def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
+    prepare(settings)
+    print("ready: redis-server installed, Kafka jars in place")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="flashgate", description=__doc__)
     parser.add_argument("--config", help="settings file (default: ./flashgate.toml if present)")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("up", help="start Redis, Kafka, backend, consumer and gateway")
-    commands.add_parser("prepare", help="install Redis and fetch Kafka's jars, then exit")
+    up = commands.add_parser("up", help="start Redis, Kafka, backend, consumer and gateway")
+    up.set_defaults(run=cmd_up)
+    prep = commands.add_parser("prepare", help="install Redis and fetch Kafka's jars, then exit")
+    prep.set_defaults(run=cmd_prepare)
+    add_ops_commands(commands)
     return parser
 
 
@@ -29,14 +47,13 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["FLASHGATE_CONFIG"] = os.path.abspath(args.config)
     try:
         settings = load_settings(args.config)
-        if args.command == "prepare":
-            prepare(settings)
-            print("ready: redis-server installed, Kafka jars in place")
-            sys.exit(0)
-        sys.exit(run_local_stack(settings))
+        sys.exit(args.run(args, settings))
     except FlashgateError as exc:
         print(f"flashgate: {exc}", file=sys.stderr)
         sys.exit(1)
+    except ValueError as exc:
+        print(f"flashgate: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,132 @@
+"""Locust scenario of a flash sale: idle shoppers, a spike of buyers, then a tail.
+
+Each simulated shopper POSTs one order with an `Idempotency-Key` (so a retry can
+never buy twice), retries on 429/503 after the `Retry-After` the gateway sent,
+polls the order's status until it is delivered, and gives up on `sold_out`.
+
+Web UI:   .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8080
+Headless: .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 \
+              --headless --csv .flashgate/locust/sale --sale-id sale-1 --skus SKU-1,SKU-2 \
+              --spike-users 500 --spike-seconds 30
+
+Options (also settable in the web UI): --sale-id, --skus, --spike-users,
+--idle-users, --idle-seconds, --spike-seconds, --tail-seconds, --spawn-rate,
+--storefront-token, --poll-status. The shape ends the run by itself.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+from locust import HttpUser, LoadTestShape, between, events, task
+from locust.argument_parser import LocustArgumentParser
+from locust.exception import StopUser
+
+MAX_ATTEMPTS = 8
+MAX_RETRY_AFTER_S = 10.0
+STATUS_POLLS = 10
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: LocustArgumentParser) -> None:
+    group = parser.add_argument_group("flash sale")
+    group.add_argument("--sale-id", default="sale-1", help="sale to buy from")
+    group.add_argument("--skus", default="SKU-1", help="comma-separated SKUs on sale")
+    group.add_argument("--idle-users", type=int, default=10, help="shoppers before the sale")
+    group.add_argument("--idle-seconds", type=int, default=10, help="quiet phase length")
+    group.add_argument("--spike-users", type=int, default=300, help="shoppers in the burst")
+    group.add_argument("--spike-seconds", type=int, default=30, help="burst length (10-60)")
+    group.add_argument("--tail-users", type=int, default=30, help="shoppers after the burst")
+    group.add_argument("--tail-seconds", type=int, default=20, help="tail length")
+    group.add_argument("--spawn-rate", type=float, default=200.0, help="users started per s")
+    group.add_argument("--storefront-token", default="", help="bearer token, if configured")
+    group.add_argument(
+        "--poll-status", default="true", choices=["true", "false"], help="poll order status"
+    )
+
+
+class SaleShape(LoadTestShape):
+    """Idle, spike, tail, stop: the traffic of a sale that opens at a set time."""
+
+    def tick(self) -> tuple[int, float] | None:
+        options = self.runner.environment.parsed_options if self.runner else None
+        if options is None:
+            return None
+        elapsed = self.get_run_time()
+        phases = [
+            (options.idle_seconds, options.idle_users),
+            (options.spike_seconds, options.spike_users),
+            (options.tail_seconds, options.tail_users),
+        ]
+        for length, users in phases:
+            if elapsed < length:
+                return users, options.spawn_rate
+            elapsed -= length
+        return None
+
+
+class Shopper(HttpUser):
+    """One buyer: order once (retrying safely), follow the order, leave."""
+
+    wait_time = between(0.5, 2.0)
+
+    def on_start(self) -> None:
+        options = self.environment.parsed_options
+        self.sale_id: str = options.sale_id
+        self.skus: list[str] = [s for s in options.skus.split(",") if s]
+        self.poll_status: bool = options.poll_status == "true"
+        self.headers: dict[str, str] = {"Content-Type": "application/json"}
+        if options.storefront_token:
+            self.headers["Authorization"] = f"Bearer {options.storefront_token}"
+
+    @task
+    def buy(self) -> None:
+        order = {
+            "sale_id": self.sale_id,
+            "sku": random.choice(self.skus),
+            "quantity": 1,
+            "user_id": f"user-{uuid.uuid4().hex[:12]}",
+            "attributes": {"channel": "locust"},
+        }
+        # One key for every attempt: a retry after a lost answer never buys twice.
+        headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
+        for _ in range(MAX_ATTEMPTS):
+            with self.client.post(
+                "/v1/orders", json=order, headers=headers, name="POST /v1/orders",
+                catch_response=True,
+            ) as response:  # fmt: skip
+                status = response.status_code
+                if status in (202, 409, 429, 503):
+                    # 429/503 (shaped out, shed) and 409 (sold out) are what a sale looks
+                    # like, not failures of the gateway.
+                    response.success()
+                else:
+                    response.failure(f"unexpected {status}: {response.text[:200]}")
+            if status == 202:
+                self._follow(response.json()["order_id"])
+                break
+            if status not in (429, 503):
+                break  # sold out, over the limit, or an error: the shopper leaves
+            time.sleep(_retry_after(response.headers.get("Retry-After")))
+        raise StopUser()
+
+    def _follow(self, order_id: str) -> None:
+        if not self.poll_status:
+            return
+        for _ in range(STATUS_POLLS):
+            response = self.client.get(f"/v1/orders/{order_id}", name="GET /v1/orders/{id}")
+            body: dict[str, Any] = response.json() if response.status_code == 200 else {}
+            if body.get("status") in ("delivered", "failed"):
+                return
+            time.sleep(min(5.0, max(0.5, float(body.get("eta_seconds") or 1.0))))
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        seconds = float(value) if value is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(MAX_RETRY_AFTER_S, max(0.1, seconds)) * random.uniform(1.0, 1.5)

@@ -1,0 +1,75 @@
+"""The `flashgate` command's offline parts: plan, status arithmetic, clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flashgate.ops.plan import human_bytes, human_duration, make_plan
+from flashgate.ops.status_view import StatusTracker
+from flashgate.stack.ports import free_port
+
+
+def test_plan_of_the_seed_example() -> None:
+    plan = make_plan(burst=100_000_000, rate_per_s=500, order_bytes=300, replication=3)
+    assert plan.drain_seconds == 200_000
+    assert plan.kafka_bytes_per_replica == 100_000_000 * 370
+    assert plan.kafka_bytes == 3 * plan.kafka_bytes_per_replica
+    assert plan.buffer_holds  # 2.3 days < 3 days
+    assert not make_plan(burst=200_000_000, rate_per_s=500).buffer_holds
+
+
+def test_plan_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        make_plan(burst=10, rate_per_s=0)
+
+
+def test_human_units() -> None:
+    assert human_duration(100) == "1m 40s"
+    assert human_duration(200_000) == "2d 7h 33m 20s"
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(3 * 1024**3) == "3.0 GiB"
+
+
+def test_accepted_rate_is_backlog_growth_plus_delivered() -> None:
+    tracker = StatusTracker()
+    tracker.update({"backlog": 1_000, "delivered_per_second": 100}, now=0.0)
+    assert tracker.accepted_per_second is None
+    tracker.update({"backlog": 1_900, "delivered_per_second": 100}, now=1.0)
+    assert tracker.accepted_per_second == 1_000
+    tracker.update({"backlog": 1_800, "delivered_per_second": 100}, now=2.0)
+    assert tracker.accepted_per_second == 0
+    assert tracker.peak_backlog == 1_900
+
+
+def _flashgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "flashgate", *args],
+        capture_output=True, text=True, timeout=30, env=env, check=False,
+    )  # fmt: skip
+
+
+def test_plan_command_json() -> None:
+    result = _flashgate("plan", "--burst", "50000", "--rate", "500", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["drain_seconds"] == 100
+
+
+def test_commands_say_when_the_stack_is_not_running(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
+    env |= {
+        "FLASHGATE_CONFIG": str(tmp_path / "none.toml"),
+        "FLASHGATE_ADMIN_PORT": str(free_port()),
+        "FLASHGATE_ADMIN_TOKEN": "t",
+    }
+    (tmp_path / "none.toml").write_text("")
+    for args in (["status"], ["drain", "--rate", "5"], ["sale", "show", "s"]):
+        result = _flashgate(*args, env=env)
+        assert result.returncode == 1
+        assert "the stack is not running" in result.stderr
+        assert "Traceback" not in result.stderr
