@@ -1,0 +1,230 @@
+"""`make bench`: B1-B5 side by side in one run, medians of 3, written to loadtest/RESULTS.md.
+
+Each benchmark is its own script that starts what it needs on free loopback
+ports and prints one JSON summary as its last line; this runner repeats each,
+keeps the run with the median headline figure (so its numbers belong
+together), draws the B2/B3 plot and writes the report.
+
+    .venv/bin/python -m loadtest.bench            # full: medians of 3
+    .venv/bin/python -m loadtest.bench --quick    # a first look, under 2 minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loadtest.plots import plot_bursts
+from loadtest.report import write_results
+
+HERE = Path(__file__).resolve().parent
+BENCH_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    key: str
+    title: str
+    module: str
+    full_args: tuple[str, ...]
+    quick_args: tuple[str, ...]
+    headline: str  # the JSON field whose median picks the representative run
+    runs: int = 3
+
+
+BENCHMARKS = [
+    Benchmark("B1", "admission efficiency", "loadtest.b1_admission", (), ("--quick",), "ratio"),
+    Benchmark("B5", "write-path ceiling", "loadtest.b5_produce", (), ("--quick",), "ratio"),
+    Benchmark(
+        "B2",
+        "shaping a 50,000-order burst",
+        "loadtest.b2_shaping",
+        ("--orders", "50000", "--rate", "500", "--series-out", "{out}/b2.json"),
+        ("--orders", "3000", "--rate", "500", "--series-out", "{out}/b2.json"),
+        "drain_time_ratio",
+        runs=1,
+    ),
+    Benchmark(
+        "B3",
+        "the direct path",
+        "loadtest.b3_direct",
+        ("--orders", "50000", "--out", "{out}/b3.json"),
+        ("--orders", "3000", "--out", "{out}/b3.json"),
+        "success_share",
+        runs=1,
+    ),
+    Benchmark(
+        "B4",
+        "drain ceiling of one consumer",
+        "loadtest.b4_drain_ceiling",
+        (),
+        ("--quick",),
+        "orders_per_s",
+    ),
+]
+
+
+def run_once(bench: Benchmark, args: tuple[str, ...]) -> dict[str, Any]:
+    command = [sys.executable, "-m", bench.module, *args]
+    started = time.monotonic()
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=BENCH_TIMEOUT_S,
+        check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
+        return {"error": f"{' '.join(command)} exited {proc.returncode}", "tail": tail}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["_command"] = " ".join(["python", "-m", bench.module, *args])
+    result["_wall_s"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def run_benchmark(bench: Benchmark, quick: bool, out: Path) -> dict[str, Any]:
+    args = tuple(
+        a.replace("{out}", str(out)) for a in (bench.quick_args if quick else bench.full_args)
+    )
+    runs = 1 if quick else bench.runs
+    results = []
+    for i in range(runs):
+        print(
+            f"{bench.key} run {i + 1}/{runs}: python -m {bench.module} {' '.join(args)}", flush=True
+        )
+        result = run_once(bench, args)
+        print(
+            f"  -> {json.dumps({k: v for k, v in result.items() if not k.startswith('_')})[:400]}",
+            flush=True,
+        )
+        results.append(result)
+    good = [
+        r for r in results if "error" not in r and isinstance(r.get(bench.headline), (int, float))
+    ]
+    if not good:
+        return {
+            "key": bench.key,
+            "title": bench.title,
+            "error": results[-1].get("error"),
+            "tail": results[-1].get("tail"),
+            "runs": results,
+        }
+    values = sorted(float(r[bench.headline]) for r in good)
+    median = statistics.median_low(values)
+    chosen = next(r for r in good if float(r[bench.headline]) == median)
+    return {
+        "key": bench.key,
+        "title": bench.title,
+        "median_of": len(good),
+        "headline": bench.headline,
+        "values": values,
+        "result": chosen,
+    }
+
+
+def machine() -> dict[str, str]:
+    def version(package: str) -> str:
+        try:
+            from importlib.metadata import version as v
+
+            return v(package)
+        except Exception:
+            return "?"
+
+    return {
+        "cpu": _cpu_model(),
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "os": platform.platform(),
+        "kafka": "4.3.1 (KRaft, single node, from Maven Central)",
+        "redis": _redis_version(),
+        "packages": ", ".join(
+            f"{p} {version(p)}"
+            for p in (
+                "starlette",
+                "hypercorn",
+                "uvicorn",
+                "confluent-kafka",
+                "redis",
+                "aiohttp",
+                "msgspec",
+                "uvloop",
+            )
+        ),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def _redis_version() -> str:
+    try:
+        out = subprocess.run(
+            ["redis-server", "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        return out.split("v=")[1].split()[0] if "v=" in out else out.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one short run of each")
+    parser.add_argument("--only", default="", help="comma-separated keys, e.g. B2,B3")
+    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--report", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    wanted = {k.strip().upper() for k in args.only.split(",") if k.strip()}
+    started = time.time()
+    outcomes = {}
+    for bench in BENCHMARKS:
+        if wanted and bench.key not in wanted:
+            continue
+        outcomes[bench.key] = run_benchmark(bench, args.quick, args.out)
+        (args.out / f"{bench.key.lower()}-summary.json").write_text(
+            json.dumps(outcomes[bench.key], indent=1)
+        )
+    b2 = _load(args.out / "b2.json")
+    b3 = _load(args.out / "b3.json")
+    plot = plot_bursts(b2, b3, args.out / "burst-b2-vs-b3.png")
+    write_results(
+        args.report,
+        outcomes,
+        machine(),
+        plot,
+        quick=args.quick,
+        elapsed_s=time.time() - started,
+    )
+    print(f"wrote {args.report} and {plot}")
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+        return data
+    except (OSError, ValueError):
+        return None
+
+
+if __name__ == "__main__":
+    main()

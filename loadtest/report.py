@@ -1,0 +1,136 @@
+"""Write loadtest/RESULTS.md from the benchmark outcomes: one table per benchmark.
+
+Every table names its command and the goal from ARCHITECTURE.md next to the
+measured figure; the hand-written discussion in loadtest/discussion.md (if
+present) is appended, so a re-run refreshes the numbers without losing it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+GOALS: dict[str, list[tuple[str, str, str]]] = {
+    # key: [(field, goal text, comparison "ge:x" / "le:x" / "eq:x" / "")]
+    "B1": [
+        ("ratio", ">= 0.85 of the bare endpoint", "ge:0.85"),
+        ("p99_at_80pct_ms", "<= 50 ms at 80 % of the maximum rate", "le:50"),
+    ],
+    "B2": [
+        ("accepted_share", "share accepted", ""),
+        ("peak_ratio", "<= 1.05 (highest 1-s backend rate / set rate)", "le:1.05"),
+        ("drain_time_ratio", "<= 1.05 (drain time / ideal)", "le:1.05"),
+        ("lost", "0", "eq:0"),
+        ("duplicated", "0", "eq:0"),
+    ],
+    "B3": [
+        ("success_share", "(compare with B2's accepted share)", ""),
+        ("p99_s", "", ""),
+        ("backend_errors", "", ""),
+    ],
+    "B4": [("orders_per_s", ">= 3,000 orders/s", "ge:3000")],
+    "B5": [("ratio", "B1 / B5: what the HTTP path costs over a bare produce loop", "")],
+}
+
+
+def _verdict(value: Any, rule: str) -> str:
+    if not rule or not isinstance(value, (int, float)):
+        return ""
+    op, _, raw = rule.partition(":")
+    target = float(raw)
+    ok = {"ge": value >= target, "le": value <= target, "eq": value == target}[op]
+    return "met" if ok else "missed"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value == 0 or abs(value) >= 100:
+            return f"{value:,.0f}"
+        return f"{value:.3g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _section(outcome: dict[str, Any]) -> list[str]:
+    key, title = outcome["key"], outcome["title"]
+    lines = [f"## {key}: {title}", ""]
+    if "error" in outcome:
+        lines += [
+            "Did not complete: " + str(outcome["error"]),
+            "",
+            "```",
+            str(outcome.get("tail", "")),
+            "```",
+            "",
+        ]
+        return lines
+    result: dict[str, Any] = outcome["result"]
+    lines.append(f"Command: `{result.get('_command', '?')}`  ")
+    lines.append(
+        f"Runs: {outcome['median_of']}; the run shown has the median `{outcome['headline']}` "
+        f"(all runs: {', '.join(_fmt(v) for v in outcome['values'])})."
+    )
+    lines += ["", "| figure | measured | goal | |", "| --- | --- | --- | --- |"]
+    shown = set()
+    for field, goal, rule in GOALS.get(key, []):
+        if field in result:
+            shown.add(field)
+            value = result[field]
+            lines.append(f"| {field} | {_fmt(value)} | {goal} | {_verdict(value, rule)} |")
+    for field, value in result.items():
+        if field in shown or field.startswith("_") or field == "series":
+            continue
+        if isinstance(value, (list,)) or (isinstance(value, dict) and len(value) > 12):
+            continue
+        lines.append(f"| {field} | {_fmt(value)} | | |")
+    lines.append("")
+    return lines
+
+
+def write_results(
+    path: Path,
+    outcomes: dict[str, dict[str, Any]],
+    machine: dict[str, str],
+    plot: Path,
+    *,
+    quick: bool,
+    elapsed_s: float,
+) -> None:
+    lines = [
+        "# flashgate benchmark results",
+        "",
+        "Written by `make bench` (`python -m loadtest.bench`"
+        + (" --quick" if quick else "")
+        + f") on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"in {elapsed_s / 60:.1f} minutes. Definitions: ARCHITECTURE.md, Benchmarks.",
+        "Everything ran on one machine over loopback; load generator and servers share the cores, "
+        "so ratios measured side by side in one run matter more than absolute figures.",
+        "",
+        "| machine | |",
+        "| --- | --- |",
+        *[f"| {k} | {v} |" for k, v in machine.items()],
+        "",
+    ]
+    for key in ("B1", "B5", "B2", "B3", "B4"):
+        if key in outcomes:
+            lines += _section(outcomes[key])
+    try:
+        relative = plot.relative_to(path.parent)
+    except ValueError:
+        relative = plot
+    lines += [
+        "## B2 beside B3: the burst per second",
+        "",
+        f"![offered, accepted and received per second, flashgate vs direct]({relative})",
+        "",
+    ]
+    discussion = HERE / "discussion.md"
+    if discussion.is_file():
+        lines += [discussion.read_text().rstrip(), ""]
+    path.write_text("\n".join(lines))
