@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck prepare clean
+.PHONY: up test lint typecheck prepare bench bench-quick clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ typecheck: $(STAMP)
 
 test: prepare lint typecheck
 	$(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/flashgate prepare --tools wrk
+	$(BIN)/python -m loadtest.bench
+
+bench-quick: $(STAMP)
+	$(BIN)/flashgate prepare --tools wrk
+	$(BIN)/python -m loadtest.bench --quick --out .flashgate/bench-quick --report .flashgate/bench-quick/RESULTS.md
 
 clean:
 	rm -rf .flashgate .cache .pytest_cache .mypy_cache .ruff_cache

@@ -2,41 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from flashgate.errors import StackError
+from flashgate.stack.debian import ensure_command
 from flashgate.stack.ports import ensure_free, wait_for_port
 from flashgate.stack.process import ManagedProcess
 
 HOST = "127.0.0.1"
-APT_TIMEOUT_S = 600
 
 
 def ensure_redis_installed() -> str:
     """Return the path of redis-server, installing Debian's package when root."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    if os.geteuid() != 0:
-        raise StackError("redis-server is missing: run `sudo apt-get install -y redis-server`")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (
-        ["apt-get", "update", "-qq"],
-        ["apt-get", "install", "-y", "-qq", "redis-server"],
-    ):
-        result = subprocess.run(
-            command, capture_output=True, text=True, env=env, timeout=APT_TIMEOUT_S, check=False
-        )
-        if result.returncode != 0:
-            raise StackError(f"`{' '.join(command)}` failed:\n{result.stderr[-2000:]}")
-    found = shutil.which("redis-server")
-    if not found:
-        raise StackError("redis-server is still missing after apt-get install")
-    return found
+    return ensure_command("redis-server", "redis-server")
 
 
 @dataclass
