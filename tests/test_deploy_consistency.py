@@ -1,0 +1,201 @@
+"""The compose and Kubernetes deploys agree with each other and with the settings.
+
+Same image and commands, same ports, same topic settings (partitions,
+replication 3, min.insync.replicas 2, 3-day retention), same broker settings,
+same flashgate.toml but for addresses. Every FLASHGATE_* variable either deploy
+sets must be a field of `flashgate.settings.Settings`, and both settings files
+must load with the project's own loader, so a renamed key breaks this test.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import shlex
+from typing import Any
+
+import msgspec
+import pytest
+import yaml
+
+from flashgate.settings import Settings, load_settings
+from flashgate.stack.kafka_jars import KAFKA_VERSION
+from tests.deploy_support import (
+    COMPOSE_DIR,
+    COMPOSE_FILE,
+    K8S,
+    Manifest,
+    by_kind,
+    containers,
+    kustomize_build,
+    settings_env_names,
+)
+
+K8S_TOML = K8S / "base" / "flashgate.toml"
+COMPOSE_TOML = COMPOSE_DIR / "config" / "flashgate.toml"
+RETENTION_3_DAYS_MS = 3 * 24 * 3600 * 1000
+# The settings that name other services: the only ones allowed to differ.
+ADDRESSES = {("kafka", "bootstrap_servers"), ("redis", "url"), ("drain", "backend_url")}
+ROLES = {"gateway": "gateway", "consumer": "consumer", "backend": "order-backend"}
+
+
+@pytest.fixture(scope="module")
+def k8s() -> list[Manifest]:
+    return kustomize_build(K8S / "overlays" / "demo")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    return services
+
+
+def _k8s_env(container: Manifest) -> dict[str, str]:
+    # Secret values are not in the manifests; any non-empty value stands in.
+    return {item["name"]: item.get("value", "from-a-secret") for item in container.get("env", [])}
+
+
+def _compose_env(service: dict[str, Any]) -> dict[str, str]:
+    # `${NAME:?message}` / `${NAME:-default}` are filled by docker compose from its environment.
+    return {
+        name: re.sub(r"\$\{[^}]*\}", "from-the-environment", str(value))
+        for name, value in service.get("environment", {}).items()
+    }
+
+
+def _load(path: Any, env: dict[str, str]) -> Settings:
+    return load_settings(path, environ=env)
+
+
+def _without_addresses(settings: Settings) -> dict[str, Any]:
+    data: dict[str, Any] = msgspec.to_builtins(settings)
+    for section, key in ADDRESSES:
+        data[section].pop(key)
+    return data
+
+
+def _topics_created_by_compose(compose: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """`kafka-topics.sh --create` lines of the kafka-init service, flag -> value per topic."""
+    topics: dict[str, dict[str, str]] = {}
+    for line in compose["kafka-init"]["command"][0].splitlines():
+        if "kafka-topics.sh" not in line:
+            continue
+        words = shlex.split(line)
+        flags: dict[str, str] = {}
+        for flag, value in itertools.pairwise(words):
+            if flag == "--config":
+                key, _, setting = value.partition("=")
+                flags[key] = setting
+            elif flag.startswith("--"):
+                flags[flag[2:]] = value
+        topics[flags["topic"]] = flags
+    return topics
+
+
+def test_every_flashgate_variable_is_a_setting(
+    k8s: list[Manifest], compose: dict[str, Any]
+) -> None:
+    valid = settings_env_names()
+    used = {
+        name
+        for manifest in k8s
+        if manifest["kind"] == "Deployment"
+        for container in containers(manifest)
+        for name in _k8s_env(container)
+    } | {name for service in compose.values() for name in _compose_env(service)}
+    flashgate = {name for name in used if name.startswith("FLASHGATE_")}
+    assert flashgate, "the deploys set no FLASHGATE_ variable at all"
+    assert flashgate <= valid, f"not settings: {sorted(flashgate - valid)}"
+
+
+def test_both_settings_files_load_with_the_deploys_environment(
+    k8s: list[Manifest], compose: dict[str, Any]
+) -> None:
+    for name in ("gateway", "consumer"):
+        (container,) = containers(by_kind(k8s, "Deployment")[name])
+        _load(K8S_TOML, _k8s_env(container))
+        _load(COMPOSE_TOML, _compose_env(compose[name]))
+
+
+def test_settings_files_differ_only_in_addresses() -> None:
+    assert _without_addresses(_load(K8S_TOML, {})) == _without_addresses(_load(COMPOSE_TOML, {}))
+
+
+def test_addresses_name_services_of_their_own_deploy(
+    k8s: list[Manifest], compose: dict[str, Any]
+) -> None:
+    on_k8s = _load(K8S_TOML, {})
+    (kafka,) = by_kind(k8s, "Kafka").values()
+    assert on_k8s.kafka.bootstrap_servers == f"{kafka['metadata']['name']}-kafka-bootstrap:9092"
+    services = by_kind(k8s, "Service")
+    assert on_k8s.redis.url == "redis://redis:6379/0" and "redis" in services
+    assert on_k8s.drain.backend_url == "http://order-backend:8090" and "order-backend" in services
+    on_compose = _load(COMPOSE_TOML, {})
+    brokers = on_compose.kafka.bootstrap_servers.split(",")
+    assert [b.split(":")[0] for b in brokers] == ["kafka-1", "kafka-2", "kafka-3"]
+    assert all(b.split(":")[0] in compose for b in brokers)
+    assert on_compose.redis.url == "redis://redis:6379/0" and "redis" in compose
+    assert on_compose.drain.backend_url == "http://backend:8090" and "backend" in compose
+
+
+def test_topics_agree_everywhere(k8s: list[Manifest], compose: dict[str, Any]) -> None:
+    settings = _load(K8S_TOML, {})
+    kafka = settings.kafka
+    assert (kafka.replication_factor, kafka.min_insync_replicas) == (3, 2)
+    assert kafka.retention_ms == RETENTION_3_DAYS_MS
+    strimzi = {t["spec"]["topicName"]: t["spec"] for t in by_kind(k8s, "KafkaTopic").values()}
+    created = _topics_created_by_compose(compose)
+    assert set(strimzi) == set(created) == {kafka.orders_topic, kafka.dlq_topic}
+    for topic in (kafka.orders_topic, kafka.dlq_topic):
+        spec, flags = strimzi[topic], created[topic]
+        assert spec["partitions"] == int(flags["partitions"])
+        assert spec["replicas"] == int(flags["replication-factor"]) == kafka.replication_factor
+        for key in ("min.insync.replicas", "retention.ms"):
+            assert str(spec["config"][key]) == flags[key], (topic, key)
+        assert spec["config"]["min.insync.replicas"] == kafka.min_insync_replicas
+        assert spec["config"]["retention.ms"] == kafka.retention_ms
+    # flashgate.kafka.topics.ensure_topics creates the same shape.
+    assert strimzi[kafka.orders_topic]["partitions"] == kafka.partitions
+    assert strimzi[kafka.dlq_topic]["partitions"] == 1
+
+
+def test_brokers_agree(k8s: list[Manifest], compose: dict[str, Any]) -> None:
+    (pool,) = by_kind(k8s, "KafkaNodePool").values()
+    nodes = [name for name in compose if re.fullmatch(r"kafka-\d+", name)]
+    assert pool["spec"]["replicas"] == len(nodes) == 3
+    (kafka,) = by_kind(k8s, "Kafka").values()
+    for key, value in kafka["spec"]["kafka"]["config"].items():
+        expected = str(value).lower() if isinstance(value, bool) else str(value)
+        variable = "KAFKA_" + key.upper().replace(".", "_")
+        for node in nodes:
+            assert str(compose[node]["environment"][variable]) == expected, (node, key)
+    # Compose runs the Apache Kafka release the tests run from Maven jars.
+    assert {compose[node]["image"] for node in nodes} == {f"apache/kafka:{KAFKA_VERSION}"}
+
+
+def test_images_commands_and_ports_agree(k8s: list[Manifest], compose: dict[str, Any]) -> None:
+    deployments = by_kind(k8s, "Deployment")
+    for service, deployment in ROLES.items():
+        (container,) = containers(deployments[deployment])
+        assert container["image"] == compose[service]["image"], service
+        assert container["command"] == compose[service]["command"], service
+        exposed = {str(p["containerPort"]) for p in container.get("ports", [])}
+        assert exposed == set(compose[service].get("expose", [])), service
+    settings = _load(K8S_TOML, {})
+    (gateway,) = containers(deployments["gateway"])
+    ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+    assert (ports["http"], ports["admin"]) == (settings.gateway.port, settings.admin.port)
+    (redis,) = containers(by_kind(k8s, "StatefulSet")["redis"])
+    assert redis["image"] == compose["redis"]["image"]
+    assert redis["args"] == compose["redis"]["command"]
+
+
+def test_replicas_and_grace_periods_agree(k8s: list[Manifest], compose: dict[str, Any]) -> None:
+    partitions = _load(K8S_TOML, {}).kafka.partitions
+    deployments = by_kind(k8s, "Deployment")
+    for name in ("gateway", "consumer"):
+        pod = deployments[name]["spec"]["template"]["spec"]
+        assert f"{pod['terminationGracePeriodSeconds']}s" == compose[name]["stop_grace_period"]
+        assert deployments[name]["spec"]["replicas"] == compose[name]["deploy"]["replicas"]
+    assert compose["consumer"]["deploy"]["replicas"] <= partitions
+    assert deployments["consumer"]["spec"]["replicas"] <= partitions
