@@ -44,8 +44,9 @@ class BackendClient:
                 text = (await response.text(errors="replace"))[:200]
                 if response.status in TRANSIENT_STATUSES or response.status >= 500:
                     raise BackendUnavailable(
-                        f"backend answered {response.status}",
+                        f"backend answered {response.status}: {text}",
                         _retry_after(response.headers.get("Retry-After")),
+                        response.status,
                     )
                 raise OrderRejected(response.status, text)
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -1,12 +1,29 @@
-"""Deliver one order with retries: exponential backoff with jitter, honouring Retry-After.
+"""Deliver one order: wait for the gate and a token, POST, retry with tenacity; decide its fate.
 
-Only transient failures are retried; a permanent rejection propagates at once
-so the order can be dead-lettered.
+Each attempt passes the backend gate (is the backend up?), takes one token of
+the group's limiter (retries count against the rate too), then POSTs. A round
+is `max_attempts` attempts with exponential backoff and jitter, honouring
+Retry-After; only transient failures are retried.
+
+The fate of an order:
+- 2xx (or the backend's duplicate answer): delivered;
+- another 4xx: rejected at once (dead-lettered by the caller);
+- a 5xx that may be the order's fault (500, 501, 505...): after `max_attempts`
+  such answers, and only if the backend took other orders meanwhile, rejected;
+- anything else (timeouts, connection errors, 408/425/429/502/503/504, or 5xx
+  while nothing else gets through either): the backend is down, not the order
+  bad. The round ends by tripping the gate (if nothing got through meanwhile)
+  and the order waits for the next round: it is never dead-lettered for that.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 from tenacity import (
     AsyncRetrying,
@@ -17,15 +34,19 @@ from tenacity import (
 )
 from tenacity.wait import wait_base
 
-from order_consumer.errors import BackendUnavailable
+from order_consumer.adaptive import AdaptiveLimit, Outcome
+from order_consumer.backend_gate import BackendGate
+from order_consumer.errors import BackendUnavailable, OrderRejected
 
 MAX_BACKOFF_S = 10.0
+FIRST_WAIT_S = 0.1
+RETRY_AFTER_CEILING_S = 60.0
 
 
 class WaitRetryAfter(wait_base):
     """Wait what the backend asked for (Retry-After), or the fallback's backoff if longer."""
 
-    def __init__(self, fallback: wait_base, ceiling_s: float = 60.0) -> None:
+    def __init__(self, fallback: wait_base, ceiling_s: float = RETRY_AFTER_CEILING_S) -> None:
         self._fallback = fallback
         self._ceiling_s = ceiling_s
 
@@ -58,3 +79,149 @@ async def deliver_with_retries(
     async for try_ in retrying:
         with try_:
             await attempt()
+
+
+class Backend(Protocol):
+    async def deliver(self, order_id: str, body: bytes) -> None: ...
+
+
+class Limiter(Protocol):
+    async def acquire(self) -> None: ...
+
+
+class Abandoned(Exception):
+    """The consumer is stopping: this order was not delivered and is left to Kafka."""
+
+
+@dataclass(slots=True)
+class DeliveryState:
+    """What the worker may ask of a delivery in progress."""
+
+    sending: bool = False
+    """A request is on the wire: let it finish rather than cancel it."""
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    attempts: int
+
+
+class Deliverer:
+    def __init__(
+        self,
+        backend: Backend,
+        limiter: Limiter,
+        gate: BackendGate,
+        adaptive: AdaptiveLimit,
+        *,
+        max_attempts: Callable[[], int],
+        stopping: asyncio.Event,
+        wait: wait_base | None = None,
+        first_wait_s: float = FIRST_WAIT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._first_wait_s = first_wait_s
+        self._backend = backend
+        self._limiter = limiter
+        self._gate = gate
+        self._adaptive = adaptive
+        self._max_attempts = max_attempts
+        self._stopping = stopping
+        self._wait = wait
+        self._clock = clock
+
+    async def deliver(
+        self, order_id: str, body: bytes, state: DeliveryState
+    ) -> Delivered | Rejected:
+        """Deliver or reject; raises Abandoned when the consumer stops first."""
+        order_errors = 0
+        first_error_mark: int | None = None
+
+        async def attempt() -> None:
+            nonlocal order_errors, first_error_mark
+            try:
+                await self._attempt(order_id, body, state)
+            except BackendUnavailable as exc:
+                if exc.against_order:
+                    order_errors += 1
+                    if first_error_mark is None:
+                        first_error_mark = self._gate.successes
+                raise
+
+        # Most orders get through at the first try: tenacity (about 15 % of the
+        # consumer's CPU at 2,500 orders/s) only comes in once one failed.
+        round_mark = self._gate.successes
+        try:
+            await attempt()
+            return Delivered(state.attempts)
+        except OrderRejected as exc:
+            return Rejected(str(exc), state.attempts)
+        except BackendUnavailable as exc:
+            last_error = exc
+        done_this_round = 1
+
+        while True:
+            max_attempts = max(1, self._max_attempts())
+            try:
+                if done_this_round >= max_attempts:
+                    raise last_error
+                await asyncio.sleep(self._first_backoff_s(last_error) if done_this_round else 0)
+                if self._stopping.is_set():
+                    raise Abandoned(order_id)
+                await deliver_with_retries(
+                    attempt, max_attempts=max_attempts - done_this_round, wait=self._wait
+                )
+                return Delivered(state.attempts)
+            except OrderRejected as exc:
+                return Rejected(str(exc), state.attempts)
+            except BackendUnavailable as exc:
+                last_error = exc
+                others_got_through = (
+                    first_error_mark is not None and self._gate.successes > first_error_mark
+                )
+                if order_errors >= max_attempts and others_got_through:
+                    return Rejected(
+                        f"{exc.reason} (answered 5xx {order_errors} times while the backend "
+                        "took other orders)",
+                        state.attempts,
+                    )
+                if self._gate.successes == round_mark:
+                    self._gate.trip(exc.reason, exc.retry_after_s)
+            round_mark = self._gate.successes
+            done_this_round = 0
+
+    def _first_backoff_s(self, exc: BackendUnavailable) -> float:
+        """The wait after a first failure (tenacity's own backoff takes over after it)."""
+        backoff = self._first_wait_s * (1 + random.random())
+        return min(RETRY_AFTER_CEILING_S, max(backoff, exc.retry_after_s or 0.0))
+
+    async def _attempt(self, order_id: str, body: bytes, state: DeliveryState) -> None:
+        await self._gate.permit()
+        await self._limiter.acquire()
+        if self._stopping.is_set():
+            raise Abandoned(order_id)
+        state.sending = True
+        state.attempts += 1
+        started = self._clock()
+        try:
+            await self._backend.deliver(order_id, body)
+        except OrderRejected:
+            self._adaptive.record(Outcome.REJECTED, self._clock() - started)
+            self._gate.succeeded()
+            raise
+        except BackendUnavailable as exc:
+            outcome = Outcome.OVERLOADED if exc.overloaded else Outcome.ERROR
+            self._adaptive.record(outcome, self._clock() - started, exc.retry_after_s)
+            self._gate.failed(exc.retry_after_s)
+            raise
+        finally:
+            state.sending = False
+        self._adaptive.record(Outcome.OK, self._clock() - started)
+        self._gate.succeeded()

@@ -4,18 +4,37 @@ from __future__ import annotations
 
 from flashgate.errors import FlashgateError
 
+# 5xx answers that say "the backend (or a proxy before it) is down", not "this order fails".
+UNAVAILABLE_5XX = frozenset({502, 503, 504})
+
 
 class DeliveryError(FlashgateError):
     """The backend did not take an order."""
 
 
 class BackendUnavailable(DeliveryError):
-    """Transient: timeout, connection error, 408, 429 or 5xx. Retry later."""
+    """Transient: timeout, connection error, 408, 425, 429 or 5xx. Retry later.
 
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+    `status` is the HTTP status when the backend answered, None when it did not.
+    """
+
+    def __init__(
+        self, reason: str, retry_after_s: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retry_after_s = retry_after_s
+        self.status = status
+
+    @property
+    def overloaded(self) -> bool:
+        """429 or 503: the backend asks us to slow down."""
+        return self.status in (429, 503)
+
+    @property
+    def against_order(self) -> bool:
+        """A 5xx that may be this order's fault (500, 501, 505...): counts toward the DLQ."""
+        return self.status is not None and self.status >= 500 and self.status not in UNAVAILABLE_5XX
 
 
 class OrderRejected(DeliveryError):

@@ -1,4 +1,9 @@
-"""Run one drain process: `flashgate-consumer` (settings from flashgate.toml + env)."""
+"""Run one drain process: `flashgate-consumer` (settings from flashgate.toml + env).
+
+Builds the clients (Redis, Kafka consumer and DLQ producer, backend HTTP
+session), hands them to the worker, and closes them when it returns. SIGTERM
+or SIGINT stop the worker: requests on the wire finish, offsets are committed.
+"""
 
 from __future__ import annotations
 
@@ -6,61 +11,89 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 
 import uvloop
 
-from flashgate.kafka.config import consumer_config, producer_config
+from flashgate.drain.control import DrainControl
+from flashgate.kafka.config import admin_config, consumer_config, producer_config
 from flashgate.kafka.producer import AsyncProducer
 from flashgate.logs import configure_logging
-from flashgate.order_status import OrderStatusStore
 from flashgate.redis_client import create_redis
+from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import Settings, load_settings
 from order_consumer.backend_client import BackendClient
-from order_consumer.kafka_source import KafkaSource
-from order_consumer.local_limiter import TokenBucket
-from order_consumer.worker import DrainWorker
+from order_consumer.config_watch import ConfigWatch, settings_path
+from order_consumer.group_limiter import SCRIPT, GroupLimiter
+from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
+from order_consumer.status_writer import StatusWriter
+from order_consumer.worker import DrainWorker, Parts
 
 log = logging.getLogger(__name__)
 
+DLQ_FLUSH_S = 10.0
+
 
 async def run_consumer(settings: Settings) -> None:
-    client_id = f"drain-{os.getpid()}"
+    consumer_id = f"{socket.gethostname()}-{os.getpid()}"
     drain = settings.drain
-    source = KafkaSource(
-        consumer_config(settings.kafka, drain, client_id), settings.kafka.orders_topic
-    )
-    dlq = AsyncProducer(producer_config(settings.kafka, client_id + "-dlq"))
     redis = create_redis(settings.redis)
-    limiter = TokenBucket(drain.rate_per_s, max(1, drain.burst))
-    async with BackendClient(drain.backend_url, drain.concurrency, drain.backend_timeout_s) as be:
-        worker = DrainWorker(
-            settings,
-            source,
-            be,
-            limiter,
-            dlq,
-            OrderStatusStore(redis, settings.redis.order_status_ttl_s),
-        )
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        log.info(
-            "draining %s to %s at %.0f/s",
+    dlq = AsyncProducer(producer_config(settings.kafka, f"drain-{os.getpid()}-dlq"))
+    watch = ConfigWatch(
+        settings, DrainControl(redis, drain.group_id), path=settings_path(), load=load_settings
+    )
+
+    def source_factory(handler: RebalanceHandler) -> KafkaSource:
+        return KafkaSource(
+            consumer_config(settings.kafka, drain, f"drain-{os.getpid()}"),
             settings.kafka.orders_topic,
-            drain.backend_url,
-            drain.rate_per_s,
+            handler,
+            revoke_timeout_s=drain.backend_timeout_s + 1,
         )
-        try:
-            await worker.run()
-        finally:
-            await source.close()
-            await asyncio.to_thread(dlq.close, 10.0)
-            await redis.aclose()
-            log.info(
-                "stopped: delivered %d, dead-lettered %d",
-                worker.counters.delivered,
-                worker.counters.dead_lettered,
+
+    try:
+        async with BackendClient(
+            drain.backend_url, drain.concurrency, drain.backend_timeout_s
+        ) as backend:
+            worker = DrainWorker(
+                settings,
+                Parts(
+                    source_factory=source_factory,
+                    end_offsets=EndOffsets(
+                        admin_config(settings.kafka), settings.kafka.orders_topic
+                    ),
+                    backend=backend,
+                    limiter=GroupLimiter(
+                        RedisScripts(redis, [SCRIPT]),
+                        drain.group_id,
+                        batch_max=drain.limiter_batch_max,
+                    ),
+                    dlq=dlq,
+                    statuses=StatusWriter(redis, settings.redis.order_status_ttl_s),
+                    watch=watch,
+                    redis=redis,
+                    consumer_id=consumer_id,
+                ),
             )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, worker.stop)
+            log.info(
+                "draining %s to %s as %s in group %s",
+                settings.kafka.orders_topic, drain.backend_url, consumer_id, drain.group_id,
+            )  # fmt: skip
+            try:
+                await worker.run()
+            finally:
+                log.info(
+                    "stopped: delivered %d, dead-lettered %d",
+                    worker.counters.delivered, worker.counters.dead_lettered,
+                )  # fmt: skip
+    finally:
+        remaining = await asyncio.to_thread(dlq.close, DLQ_FLUSH_S)
+        if remaining:
+            log.error("%d dead letters still unacknowledged at exit", remaining)
+        await redis.aclose()
 
 
 def main() -> None:

@@ -1,33 +1,68 @@
-"""The drain loop, top to bottom: poll a batch, deliver each order at the set rate, store offsets.
+"""The drain loop, top to bottom: poll, deliver each order at the group's rate, store offsets.
 
-An offset is stored only after every order before it in the batch was taken by
-the backend or dead-lettered, so a crash at any point redelivers, never skips.
-While the backend is down the batch waits (with backoff) instead of skipping.
+    run()
+      control loop   (every config_poll_ms) settings file + override -> rate policy
+                     -> the group limiter's rate; adaptive limit updated
+      progress loop  (every progress_interval_ms) offsets, rate, reason -> Redis
+      limiter        takes tokens from Redis for waiting deliveries
+      status writer  delivered / failed -> order status in Redis
+      main loop      pause or resume partitions (flow control), poll, start one job
+                     per record, store the offsets that are done
+
+A job delivers one order (`delivery.Deliverer`) or dead-letters it, then marks
+its offset done. The offset stored for commit is the lowest one not done in its
+partition (`offsets.py`): at-least-once, whatever order jobs finish in.
+
+At most `max_in_flight` jobs run at once; with no room the loop waits for one
+to finish. Partitions are paused while the backend is down (the gate is open),
+while the rate is 0, or when no room came for a few seconds; the loop keeps
+polling meanwhile, so the consumer stays in its group. On resume each partition seeks
+to the offset after the last record it handed out (a pause drops what librdkafka
+had prefetched). On revoke, and on SIGTERM, requests already on the wire finish
+(bounded), jobs that sent nothing yet are dropped for the next owner, the done
+offsets are committed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 from confluent_kafka import Message
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from flashgate.dlq import dead_letter_headers
+from flashgate.errors import KafkaUnavailable
 from flashgate.kafka.producer import AsyncProducer
 from flashgate.order import OrderRecord, decode_record
-from flashgate.order_status import OrderStatusStore
 from flashgate.settings import Settings
-from order_consumer.backend_client import BackendClient
-from order_consumer.delivery import deliver_with_retries
-from order_consumer.errors import BackendUnavailable, OrderRejected
-from order_consumer.kafka_source import KafkaSource
-from order_consumer.local_limiter import TokenBucket
+from order_consumer.adaptive import AdaptiveConfig, AdaptiveLimit
+from order_consumer.backend_gate import BackendGate, GateState
+from order_consumer.config_watch import ConfigWatch
+from order_consumer.delivery import Abandoned, Backend, Delivered, Deliverer, DeliveryState
+from order_consumer.group_limiter import GroupLimiter
+from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
+from order_consumer.offsets import OffsetTracker, PartitionOffsets
+from order_consumer.progress_reporter import DeliveryMeter, ProgressReporter, Snapshot
+from order_consumer.rate_policy import REASON_ADAPTIVE, RateDecision, decide
+from order_consumer.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
 
-POLL_TIMEOUT_S = 0.5
+POLL_TIMEOUT_S = 0.1
+ROOM_WAIT_S = 0.5
+BACKPRESSURE_PAUSE_S = 5.0
+PENDING_FACTOR = 4
+DLQ_RETRY_S = 1.0
+JOB_RESTART_S = 1.0
+BACKEND_STATES = {GateState.CLOSED: "up", GateState.OPEN: "down", GateState.HALF_OPEN: "probing"}
 
 
 @dataclass
@@ -36,85 +71,409 @@ class DrainCounters:
     dead_lettered: int = 0
 
 
+@dataclass(eq=False)
+class Job:
+    """One record on its way to the backend (or the DLQ)."""
+
+    message: Message
+    offsets: PartitionOffsets
+    state: DeliveryState = field(default_factory=DeliveryState)
+    task: asyncio.Task[None] | None = None
+
+    @property
+    def partition(self) -> int:
+        return self.offsets.partition
+
+    @property
+    def offset(self) -> int:
+        return self.message.offset() or 0
+
+
+@dataclass
+class Parts:
+    """What the worker is built from (created and closed by `main.py`)."""
+
+    source_factory: Callable[[RebalanceHandler], KafkaSource]
+    end_offsets: EndOffsets
+    backend: Backend
+    limiter: GroupLimiter
+    dlq: AsyncProducer
+    statuses: StatusWriter
+    watch: ConfigWatch
+    redis: Redis
+    consumer_id: str
+
+
 class DrainWorker:
     def __init__(
-        self,
-        settings: Settings,
-        source: KafkaSource,
-        backend: BackendClient,
-        limiter: TokenBucket,
-        dlq: AsyncProducer,
-        statuses: OrderStatusStore,
+        self, settings: Settings, parts: Parts, *, wall_clock: Callable[[], float] = time.time
     ) -> None:
         self._settings = settings
-        self._source = source
-        self._backend = backend
-        self._limiter = limiter
-        self._dlq = dlq
-        self._statuses = statuses
-        self._slots = asyncio.Semaphore(settings.drain.concurrency)
+        self._drain = settings.drain
+        self._watch = parts.watch
+        self._limiter = parts.limiter
+        self._dlq = parts.dlq
+        self._statuses = parts.statuses
+        self._wall_clock = wall_clock
+        self._consumer_id = parts.consumer_id
         self._stopping = asyncio.Event()
+        self._crashed: BaseException | None = None
+        self._gate = BackendGate(probe_timeout_s=self._drain.backend_timeout_s + 1)
+        self._adaptive = AdaptiveLimit(self._adaptive_config())
+        self._deliverer = Deliverer(
+            parts.backend,
+            self._limiter,
+            self._gate,
+            self._adaptive,
+            max_attempts=lambda: self._watch.drain.max_attempts,
+            stopping=self._stopping,
+        )
+        self._slots = asyncio.Semaphore(self._drain.concurrency)
+        self._tracker = OffsetTracker()
+        self._jobs: set[Job] = set()
+        self._paused = ""
+        """Why the partitions are paused ("" while they are not)."""
+        self._full_since: float | None = None
+        self._job_done = asyncio.Event()
+        self._meter = DeliveryMeter()
         self.counters = DrainCounters()
+        self.decision = self._decide()
+        self._source = parts.source_factory(self)
+        self._reporter = ProgressReporter(
+            parts.redis, self._drain.group_id, parts.consumer_id, parts.end_offsets, self._tracker
+        )
 
     def stop(self) -> None:
-        """Finish the batch in hand (if the backend takes it), then return from run()."""
+        """Finish the requests on the wire, commit, and return from run()."""
         self._stopping.set()
 
+    # -- the loops ----------------------------------------------------------------------
+
     async def run(self) -> None:
+        await self._watch.poll()
+        self._apply(self._decide())
+        first = self.decision
+        schedule = f": {first.schedule}" if first.schedule else ""
+        log.info("drain rate %g/s (%s%s), burst %d",
+                 first.effective_rate, first.reason, schedule, self._watch.drain.burst)  # fmt: skip
         await self._source.subscribe()
-        while not self._stopping.is_set():
-            messages = await self._source.poll(self._settings.drain.poll_batch, POLL_TIMEOUT_S)
-            if not messages:
-                continue
-            if await self._drain_batch(messages):
-                await self._source.store(messages)
+        background = [
+            self._spawn(self._control_loop(), "control"),
+            self._spawn(self._progress_loop(), "progress"),
+            self._spawn(self._limiter.run(), "limiter"),
+            self._spawn(self._statuses.run(), "status writer"),
+        ]
+        try:
+            while not self._stopping.is_set():
+                await self._flow_control()
+                room = self._room()
+                if room <= 0 and not self._paused:
+                    # Backpressure: wait for deliveries to make room. Pausing instead would
+                    # drop what librdkafka prefetched and cost a refetch every cycle.
+                    self._job_done.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._job_done.wait(), ROOM_WAIT_S)
+                    continue
+                messages = await self._source.poll(
+                    min(self._drain.poll_batch, max(1, room)), POLL_TIMEOUT_S
+                )
+                for message in messages:
+                    self._start(message)
+                await self._source.store(self._tracker.storable())
+        finally:
+            await self._settle(list(self._jobs), self._drain.backend_timeout_s + 1)
+            await self._source.store(self._tracker.storable())
+            await self._source.commit()
+            await self._statuses.flush()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            with contextlib.suppress(RedisError):
+                await self._reporter.withdraw()
+            await self._source.close()
+        if self._crashed is not None:
+            raise self._crashed
 
-    async def _drain_batch(self, messages: list[Message]) -> bool:
-        """Deliver or dead-letter every message; False if stopped with some undelivered."""
-        results = await asyncio.gather(*(self._handle(message) for message in messages))
-        return all(results)
+    async def _control_loop(self) -> None:
+        interval = self._drain.config_poll_ms / 1000
+        while True:
+            await asyncio.sleep(interval)
+            await self._watch.poll()
+            self._adaptive.config = self._adaptive_config()
+            self._apply(self._decide())
 
-    async def _handle(self, message: Message) -> bool:
-        value = message.value() or b""
+    async def _progress_loop(self) -> None:
+        interval = self._drain.progress_interval_ms / 1000
+        while True:
+            try:
+                await self._reporter.publish(self._snapshot())
+            except RedisError as exc:
+                log.warning("progress not published: %s", exc)
+            await asyncio.sleep(interval)
+
+    # -- rate -------------------------------------------------------------------------------
+
+    def _adaptive_config(self) -> AdaptiveConfig:
+        drain = self._watch.drain
+        return AdaptiveConfig(
+            floor_per_s=drain.adaptive_floor_per_s,
+            error_share=drain.adaptive_error_share,
+            latency_slack_s=drain.adaptive_latency_slack_ms / 1000,
+        )
+
+    def _decide(self) -> RateDecision:
+        ceiling = self._watch.schedule.ceiling(self._wall_clock())
+        override = self._watch.override
+        ops_ceiling = ceiling.rate_per_s
+        if override.rate is not None:
+            ops_ceiling = min(ops_ceiling, override.rate)
+        adaptive = None
+        if self._watch.drain.adaptive:
+            before = self._adaptive.limit
+            adaptive = self._adaptive.update(ops_ceiling)
+            if adaptive is not None and (before is None or adaptive < before):
+                log.warning("adaptive: drain limited to %.1f/s: %s", adaptive,
+                            self._adaptive.last_signal)  # fmt: skip
+            elif adaptive is None and before is not None:
+                log.info("adaptive: backend keeps up again, limit lifted")
+        else:
+            self._adaptive.limit = None
+        return decide(ceiling, override, adaptive)
+
+    def _apply(self, decision: RateDecision) -> None:
+        old = self.decision
+        self.decision = decision
+        self._limiter.set_rate(decision.effective_rate, self._watch.drain.burst)
+        adaptive_step = decision.reason == old.reason == REASON_ADAPTIVE
+        if not adaptive_step and (
+            (decision.effective_rate, decision.reason, decision.schedule)
+            != (old.effective_rate, old.reason, old.schedule)
+        ):
+            log.info(
+                "drain rate %g/s -> %g/s (%s%s)",
+                old.effective_rate, decision.effective_rate, decision.reason,
+                f": {decision.schedule}" if decision.schedule else "",
+            )  # fmt: skip
+
+    # -- flow control ---------------------------------------------------------------------
+
+    def _room(self) -> int:
+        """How many more records may be read now.
+
+        Bounded by the jobs still running (`max_in_flight`), and by the records read
+        since the oldest one not done (4x that): one order stuck in retries must not
+        let the redelivery after a crash grow without bound.
+        """
+        jobs = self._drain.max_in_flight - len(self._jobs)
+        pending = PENDING_FACTOR * self._drain.max_in_flight - self._tracker.in_flight
+        return min(jobs, pending)
+
+    async def _flow_control(self) -> None:
+        """Pause every partition while nothing may or can be delivered; resume after.
+
+        Partitions pause while the backend is down, while the rate is 0, and when there
+        has been no room for new records for `BACKPRESSURE_PAUSE_S` (a slow drain): the
+        loop keeps polling meanwhile, so the consumer stays in its group.
+        """
+        now = time.monotonic()
+        room = self._room()
+        if room > 0:
+            self._full_since = None
+        elif self._full_since is None:
+            self._full_since = now
+        if not self._gate.closed:
+            hold = "backend down"
+        elif self.decision.effective_rate <= 0:
+            hold = f"rate 0, {self.decision.reason}"
+        elif (self._full_since is not None and now - self._full_since > BACKPRESSURE_PAUSE_S) or (
+            self._paused and room < self._drain.max_in_flight // 2
+        ):
+            hold = "in flight"  # a slow drain, until half the room is free: not worth a log
+        else:
+            hold = ""
+        if hold:
+            if hold != self._paused and hold != "in flight":
+                log.info("pausing partitions (%s), %d orders in flight", hold, len(self._jobs))
+            self._paused = hold
+            # Also catches partitions assigned since the pause.
+            await self._source.pause()
+        elif self._paused:
+            positions = {
+                p: o.next_fetch
+                for p, o in self._tracker.partitions.items()
+                if o.next_fetch is not None
+            }
+            await self._source.resume(positions)
+            if self._paused != "in flight":
+                log.info("resuming partitions (%s is over)", self._paused)
+            self._paused = ""
+
+    # -- jobs ---------------------------------------------------------------------------------
+
+    def _start(self, message: Message) -> None:
+        partition = message.partition() or 0
+        offsets = self._tracker.partitions.get(partition)
+        if offsets is None:
+            # Assigned without our callback seeing it (should not happen): track from here.
+            offsets = self._tracker.assign(partition, None)
+        if not offsets.add(message.offset() or 0):
+            return
+        job = Job(message, offsets)
+        self._jobs.add(job)
+        self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        job.task = asyncio.create_task(self._process(job))
+        job.task.add_done_callback(lambda task: self._finished(job, task))
+
+    def _finished(self, job: Job, task: asyncio.Task[None]) -> None:
+        self._job_done.set()
+        if task.cancelled() or job.offsets.revoked or self._stopping.is_set():
+            self._jobs.discard(job)
+            return
+        exc = task.exception()
+        if exc is None:
+            self._jobs.discard(job)
+            return
+        # A bug or an unexpected failure: never skip the record, try it again shortly.
+        log.error("job for %s[%d]@%d failed, retrying: %r", job.message.topic(), job.partition,
+                  job.offset, exc, exc_info=exc)  # fmt: skip
+        asyncio.get_running_loop().call_later(JOB_RESTART_S, self._relaunch, job)
+
+    def _relaunch(self, job: Job) -> None:
+        if job.offsets.revoked or self._stopping.is_set():
+            self._jobs.discard(job)
+        else:
+            self._launch(job)
+
+    async def _process(self, job: Job) -> None:
+        value = job.message.value() or b""
         try:
             record = decode_record(value)
         except msgspec.DecodeError as exc:
-            await self._dead_letter(message, None, f"undecodable record: {exc}")
-            return True
-        async with self._slots:
-            while True:
-                await self._limiter.acquire()
-                try:
-                    await deliver_with_retries(
-                        lambda: self._backend.deliver(record.order_id, value),
-                        max_attempts=self._settings.drain.max_attempts,
-                    )
-                except OrderRejected as exc:
-                    await self._dead_letter(message, record, exc.reason or str(exc))
-                    return True
-                except BackendUnavailable as exc:
-                    # The backend is down, not the order bad: hold it rather than skip it.
-                    if self._stopping.is_set():
-                        return False
-                    log.warning("backend unavailable, holding order %s: %s", record.order_id, exc)
-                    continue
-                break
-        self.counters.delivered += 1
-        await self._statuses.mark_delivered(record.order_id, record.accepted_at, time.time())
-        return True
+            await self._dead_letter(job, None, f"undecodable record: {exc}")
+            job.offsets.done(job.offset)
+            return
+        try:
+            async with self._slots:
+                result = await self._deliverer.deliver(record.order_id, value, job.state)
+        except Abandoned:
+            return
+        if isinstance(result, Delivered):
+            self.counters.delivered += 1
+            self._meter.add()
+            self._statuses.delivered(record.order_id, record.accepted_at, self._wall_clock())
+        else:
+            await self._dead_letter(job, record, result.reason)
+            self._statuses.failed(record.order_id, record.accepted_at, result.reason)
+        job.offsets.done(job.offset)
 
-    async def _dead_letter(self, message: Message, record: OrderRecord | None, reason: str) -> None:
-        headers: list[tuple[str, str | bytes | None]] = [
-            ("dlq.reason", reason.encode()[:1000]),
-            ("dlq.source.topic", (message.topic() or "").encode()),
-            ("dlq.source.partition", str(message.partition()).encode()),
-            ("dlq.source.offset", str(message.offset()).encode()),
-            ("dlq.failed_at", repr(time.time()).encode()),
-        ]
-        await self._dlq.produce(
-            self._settings.kafka.dlq_topic, message.value() or b"", message.key(), headers
+    async def _dead_letter(self, job: Job, record: OrderRecord | None, reason: str) -> None:
+        """Produce to the DLQ and wait for Kafka's ack; retry until it is there or we stop."""
+        message = job.message
+        headers = dead_letter_headers(
+            reason=reason,
+            topic=message.topic() or "",
+            partition=job.partition,
+            offset=job.offset,
+            attempts=job.state.attempts,
+            consumer=self._consumer_id,
+            source_headers=message.headers(),
         )
+        job.state.sending = True  # a produce on the wire is let finish, like a POST
+        try:
+            while True:
+                try:
+                    await self._dlq.produce(
+                        self._settings.kafka.dlq_topic, message.value() or b"", message.key(),
+                        headers,
+                    )  # fmt: skip
+                    break
+                except KafkaUnavailable as exc:
+                    if self._stopping.is_set() or job.offsets.revoked:
+                        raise Abandoned(str(exc)) from exc
+                    log.warning("dead letter not acknowledged, retrying: %s", exc)
+                    job.state.sending = False
+                    await asyncio.sleep(DLQ_RETRY_S)
+                    job.state.sending = True
+        finally:
+            job.state.sending = False
         self.counters.dead_lettered += 1
-        log.error("dead-lettered %s: %s", record.order_id if record else "?", reason)
-        if record is not None:
-            await self._statuses.mark_failed(record.order_id, record.accepted_at, reason)
+        order_id = record.order_id if record is not None else "?"
+        log.error("dead-lettered order %s (%s[%d]@%d): %s", order_id, message.topic(),
+                  job.partition, job.offset, reason)  # fmt: skip
+
+    async def _settle(self, jobs: list[Job], timeout_s: float) -> None:
+        """Let requests on the wire finish (at most `timeout_s`); cancel every other job."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pending = [job for job in jobs if job.task is not None and not job.task.done()]
+            if not pending:
+                return
+            remaining = deadline - time.monotonic()
+            for job in pending:
+                if job.task is not None and (remaining <= 0 or not job.state.sending):
+                    job.task.cancel()
+            await asyncio.wait(
+                [job.task for job in pending if job.task is not None],
+                timeout=max(0.05, min(0.1, remaining)),
+            )
+            if remaining <= 0:
+                return
+
+    # -- rebalance (called from the Kafka thread through the event loop) ---------------------
+
+    async def partitions_assigned(self, starts: dict[int, int | None]) -> None:
+        for partition, start in starts.items():
+            self._tracker.assign(partition, start)
+
+    async def partitions_revoked(self, partitions: list[int]) -> dict[int, int]:
+        going = set(partitions)
+        await self._settle([j for j in self._jobs if j.partition in going], self._revoke_wait_s)
+        done = {}
+        for partition in partitions:
+            offsets = self._tracker.revoke(partition)
+            watermark = offsets.watermark() if offsets is not None else None
+            if watermark is not None:
+                done[partition] = watermark
+        self._jobs = {job for job in self._jobs if job.partition not in going}
+        return done
+
+    async def partitions_lost(self, partitions: list[int]) -> None:
+        going = set(partitions)
+        for job in [j for j in self._jobs if j.partition in going]:
+            if job.task is not None:
+                job.task.cancel()
+        for partition in partitions:
+            self._tracker.revoke(partition)
+        self._jobs = {job for job in self._jobs if job.partition not in going}
+
+    @property
+    def _revoke_wait_s(self) -> float:
+        return self._drain.backend_timeout_s + 1
+
+    # -- reporting ------------------------------------------------------------------------------
+
+    def _snapshot(self) -> Snapshot:
+        return Snapshot(
+            decision=self.decision,
+            delivered_per_second=self._meter.rate(),
+            backend=BACKEND_STATES[self._gate.state],
+            in_flight=self._tracker.in_flight,
+            delivered_total=self.counters.delivered,
+            dead_lettered_total=self.counters.dead_lettered,
+        )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        # These loops run until cancelled; one that ends otherwise is a bug: stop cleanly.
+        if task.cancelled():
+            return
+        exc = task.exception()
+        log.critical("%s loop ended: %r; stopping", task.get_name(), exc, exc_info=exc)
+        self._crashed = exc or RuntimeError(f"{task.get_name()} loop ended")
+        self.stop()

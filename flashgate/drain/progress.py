@@ -30,6 +30,12 @@ class ConsumerReport(msgspec.Struct, frozen=True):
     schedule: str
     delivered_per_second: float
     updated_at: float
+    # Added by the drain (issue 4); readers of older reports get the defaults.
+    adaptive_rate: float | None = None
+    backend: str = "up"
+    in_flight: int = 0
+    delivered_total: int = 0
+    dead_lettered_total: int = 0
 
 
 class DrainProgress(msgspec.Struct, frozen=True):

@@ -1,0 +1,280 @@
+"""B4, the drain ceiling: orders/s one consumer process delivers to a backend with no limit.
+
+Orders are produced straight into Kafka first (the gateway is not measured
+here), then one consumer drains them with a ceiling far above what it can do.
+The backend must not be the limit, so by default it is a minimal HTTP/1.1
+server (`--backend null`, an asyncio protocol on uvloop that counts orders by
+Idempotency-Key and answers 201 or a duplicate 200); `--backend reference`
+uses the reference backend without limits instead. Each process's CPU over the
+drain is reported, so it shows which one was the limit.
+
+    .venv/bin/python -m loadtest.b4_drain_ceiling --orders 50000
+
+Prints one JSON summary; bounded by --timeout-s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from flashgate.ids import new_order_id
+from flashgate.kafka.config import producer_config
+from flashgate.order import OrderRecord, encode_record
+from flashgate.settings import load_settings
+from flashgate.stack.ports import free_port
+from flashgate.stack.process import ManagedProcess
+from loadtest.harness import Stack, cpu_seconds
+
+DRAIN_CEILING_PER_S = 1_000_000.0
+
+
+# -- the null backend ----------------------------------------------------------------------
+
+
+@dataclass
+class _Counts:
+    seen: set[bytes] = field(default_factory=set)
+    duplicates: int = 0
+    per_second: dict[int, int] = field(default_factory=dict)
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "orders": len(self.seen),
+            "duplicates": self.duplicates,
+            "per_second": {str(k): v for k, v in sorted(self.per_second.items())},
+            "first_at": self.first_at,
+            "last_at": self.last_at,
+        }
+
+
+class _NullBackend(asyncio.Protocol):
+    """Just enough HTTP/1.1 (keep-alive, Content-Length bodies) to take orders fast."""
+
+    def __init__(self, counts: _Counts) -> None:
+        self._counts = counts
+        self._buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = bytes(self._buffer[:end]).split(b"\r\n")
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get(b"content-length", b"0"))
+            if len(self._buffer) < end + 4 + length:
+                return
+            del self._buffer[: end + 4 + length]
+            method, path = lines[0].split(b" ")[:2]
+            if method == b"POST":
+                self._order(headers.get(b"idempotency-key", b""))
+            elif path == b"/stats":
+                self._answer(200, self._counts.stats())
+            else:
+                self._answer(404, {"error": "not found"})
+
+    def _order(self, key: bytes) -> None:
+        counts = self._counts
+        if key in counts.seen:
+            counts.duplicates += 1
+            self._answer(200, {"duplicate": True})
+            return
+        now = time.time()
+        counts.seen.add(key)
+        second = int(now)
+        counts.per_second[second] = counts.per_second.get(second, 0) + 1
+        counts.first_at = counts.first_at or now
+        counts.last_at = now
+        self._answer(201, {"stored": True})
+
+    def _answer(self, status: int, payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        reason = {200: b"OK", 201: b"Created", 404: b"Not Found"}[status]
+        self._transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+            % (status, reason, len(body), body)
+        )
+
+
+def serve_null(port: int) -> None:
+    import uvloop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        counts = _Counts()
+        server = await loop.create_server(
+            lambda: _NullBackend(counts), "127.0.0.1", port, backlog=1024
+        )
+        async with server:
+            await server.serve_forever()
+
+    uvloop.run(main())
+
+
+# -- the benchmark --------------------------------------------------------------------------
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        result: dict[str, Any] = json.loads(response.read())
+        return result
+
+
+def preload(variables: dict[str, str], orders: int) -> None:
+    settings = load_settings(environ=variables)
+    producer = Producer(producer_config(settings.kafka, "b4-preload"))
+    now = time.time()
+    for i in range(orders):
+        order_id = new_order_id()
+        record = OrderRecord(order_id=order_id, accepted_at=now, sale_id="b4",
+                             sku=f"SKU-{i % 4}", quantity=1, user_id=f"user-{i}")  # fmt: skip
+        while True:
+            try:
+                producer.produce(settings.kafka.orders_topic, encode_record(record),
+                                 key=order_id.encode())  # fmt: skip
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError("preload not acknowledged by Kafka")
+
+
+def infra_pids(stack: Stack) -> dict[str, int | None]:
+    """Kafka's and Redis's pids (their wrappers keep the process private)."""
+    return {
+        "kafka": getattr(getattr(stack.broker, "_process", None), "pid", None),
+        "redis": getattr(getattr(stack.redis, "_process", None), "pid", None),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    with Stack(partitions=args.partitions, keep=args.keep) as stack:
+        port = free_port()
+        if args.backend == "null":
+            argv = [sys.executable, "-m", "loadtest.b4_drain_ceiling", "--serve-null", str(port)]
+        else:
+            argv = [
+                sys.executable, "-m", "reference_backend", "--port", str(port),
+                "--db", str(stack.root / "backend.sqlite3"), "--rate", "0",
+                "--concurrency", "0", "--commit-interval-ms", "50",
+            ]  # fmt: skip
+        backend = stack.start("backend", argv, port)
+        backend_url = f"http://127.0.0.1:{port}"
+        drain = {
+            "FLASHGATE_DRAIN_BACKEND_URL": backend_url,
+            "FLASHGATE_DRAIN_GROUP_ID": f"b4-{os.getpid()}",
+            "FLASHGATE_DRAIN_RATE_PER_S": str(DRAIN_CEILING_PER_S),
+            "FLASHGATE_DRAIN_BURST": "10000",
+            "FLASHGATE_DRAIN_CONCURRENCY": str(args.concurrency),
+            "FLASHGATE_DRAIN_MAX_IN_FLIGHT": str(args.max_in_flight),
+        }
+        started = time.monotonic()
+        preload(stack.variables(**drain), args.orders)
+        preload_s = time.monotonic() - started
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
+        env.update(stack.variables(**drain))
+        consumer = ManagedProcess(
+            "consumer", [sys.executable, "-m", "order_consumer.main"],
+            log_path=stack.root / "consumer.log", env=env, cwd=Path.cwd(),
+        )  # fmt: skip
+        consumer.start()
+        stack.processes.append(consumer)
+        pids = {"consumer": consumer.pid, "backend": backend.pid, **infra_pids(stack)}
+        # The consumer's start (imports, joining the group) is not drain time: the clock
+        # and the CPU counters start at its first delivery.
+        deadline = time.monotonic() + args.timeout_s
+        stats = _get(f"{backend_url}/stats")
+        while stats["orders"] == 0 and time.monotonic() < deadline:
+            if not consumer.running():
+                raise RuntimeError(f"consumer exited:\n{consumer.log_tail(30)}")
+            time.sleep(0.02)
+            stats = _get(f"{backend_url}/stats")
+        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+        wall_before = time.monotonic()
+        while stats["orders"] < args.orders and time.monotonic() < deadline:
+            if not consumer.running():
+                raise RuntimeError(f"consumer exited:\n{consumer.log_tail(30)}")
+            time.sleep(0.1)
+            stats = _get(f"{backend_url}/stats")
+        wall = time.monotonic() - wall_before
+        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid}
+        per_second = {int(k): v for k, v in stats["per_second"].items()}
+        seconds = sorted(per_second)
+        inner = [per_second[s] for s in seconds[1:-1]]  # whole seconds only
+        if args.backend == "null" and stats.get("last_at"):
+            span = stats["last_at"] - stats["first_at"]
+        else:
+            span = max(1e-9, len(seconds) - 1)
+        summary = {
+            "benchmark": "B4 drain ceiling",
+            "orders": args.orders,
+            "delivered": stats["orders"],
+            "duplicates": stats["duplicates"],
+            "backend": args.backend,
+            "concurrency": args.concurrency,
+            "max_in_flight": args.max_in_flight,
+            "partitions": args.partitions,
+            "orders_per_s": round(stats["orders"] / span, 1) if span > 0 else None,
+            "orders_per_s_median_second": sorted(inner)[len(inner) // 2] if inner else None,
+            "orders_per_s_best_second": max(inner) if inner else None,
+            "goal_orders_per_s": 3000,
+            "drain_s": round(span, 2),
+            "preload_s": round(preload_s, 2),
+            "cpu_share_of_one_core": {
+                name: round(seconds_used / wall, 2) for name, seconds_used in cpu.items()
+            },
+            "timed_out": stats["orders"] < args.orders,
+            "cpus": os.cpu_count(),
+        }
+        if args.keep:
+            summary["dir"] = str(stack.root)
+        return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--orders", type=int, default=50_000)
+    parser.add_argument("--backend", choices=["null", "reference"], default="null")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--max-in-flight", type=int, default=2000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--timeout-s", type=float, default=120.0)
+    parser.add_argument("--keep", action="store_true", help="keep logs and data")
+    parser.add_argument("--out", help="also write the JSON summary here")
+    parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_null:
+        serve_null(args.serve_null)
+        return
+    summary = run(args)
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

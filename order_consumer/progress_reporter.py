@@ -1,0 +1,115 @@
+"""Publish this consumer's progress: offsets done and end offsets per partition, rate, reason.
+
+The gateway answers `position` / `eta_seconds` and ops see the ETA to empty
+from what every consumer writes here (`flashgate.drain.progress`), every
+`progress_interval_ms` (twice a second by default).
+
+The offset published per partition is the one this consumer would commit now
+(everything below it delivered or dead-lettered): at most a second ahead of
+the committed offset, and never behind the truth.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from flashgate.drain import progress
+from order_consumer.kafka_source import EndOffsets
+from order_consumer.offsets import OffsetTracker
+from order_consumer.rate_policy import RateDecision
+
+METER_WINDOW_S = 2.0
+
+
+class DeliveryMeter:
+    """Deliveries per second over the last `window_s` seconds."""
+
+    def __init__(
+        self, window_s: float = METER_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ):
+        self._window_s = window_s
+        self._clock = clock
+        self._marks: deque[tuple[float, int]] = deque()
+        self.total = 0
+        self._started = clock()
+
+    def add(self, count: int = 1) -> None:
+        self.total += count
+
+    def rate(self) -> float:
+        now = self._clock()
+        self._marks.append((now, self.total))
+        while len(self._marks) > 1 and now - self._marks[0][0] > self._window_s:
+            self._marks.popleft()
+        first_at, first_total = self._marks[0]
+        span = now - first_at
+        if span <= 0:
+            return 0.0
+        return (self.total - first_total) / span
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What the worker knows besides offsets."""
+
+    decision: RateDecision
+    delivered_per_second: float
+    backend: str
+    in_flight: int
+    delivered_total: int
+    dead_lettered_total: int
+
+
+class ProgressReporter:
+    def __init__(
+        self,
+        redis: Redis,
+        group_id: str,
+        consumer_id: str,
+        end_offsets: EndOffsets,
+        tracker: OffsetTracker,
+    ) -> None:
+        self._redis = redis
+        self._group_id = group_id
+        self.consumer_id = consumer_id
+        self._end_offsets = end_offsets
+        self._tracker = tracker
+
+    async def publish(self, snapshot: Snapshot) -> None:
+        owned = sorted(self._tracker.partitions)
+        ends = await self._end_offsets.get(owned)
+        partitions: dict[int, tuple[int, int]] = {}
+        for partition in owned:
+            offsets = self._tracker.partitions.get(partition)
+            end = ends.get(partition)
+            if offsets is None or end is None:
+                continue
+            done = offsets.watermark()
+            # Nothing read and nothing committed yet: all of the partition is still to come.
+            partitions[partition] = (min(done, end) if done is not None else 0, end)
+        decision = snapshot.decision
+        report = progress.ConsumerReport(
+            consumer_id=self.consumer_id,
+            configured_rate=decision.configured_rate,
+            override_rate=decision.override_rate,
+            effective_rate=decision.effective_rate,
+            paused=decision.paused,
+            reason=decision.reason,
+            schedule=decision.schedule,
+            delivered_per_second=snapshot.delivered_per_second,
+            updated_at=time.time(),
+            adaptive_rate=decision.adaptive_rate,
+            backend=snapshot.backend,
+            in_flight=snapshot.in_flight,
+            delivered_total=snapshot.delivered_total,
+            dead_lettered_total=snapshot.dead_lettered_total,
+        )
+        await progress.publish(self._redis, self._group_id, report, partitions)
+
+    async def withdraw(self) -> None:
+        await progress.withdraw(self._redis, self._group_id, self.consumer_id)
