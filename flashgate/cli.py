@@ -10,10 +10,12 @@ import argparse
 import os
 import sys
 
+from flashgate.dlq import add_dlq_commands
 from flashgate.errors import FlashgateError
 from flashgate.logs import configure_logging
 from flashgate.ops.commands import add_ops_commands
 from flashgate.settings import Settings, load_settings
+from flashgate.stack.debian import ensure_command
 from flashgate.stack.local import prepare, run_local_stack
 
 
@@ -21,9 +23,15 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     return run_local_stack(settings)
 
 
+TOOLS = {"wrk": "wrk", "chromium": "chromium"}
+
+
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:
     prepare(settings)
-    print("ready: redis-server installed, Kafka jars in place")
+    for tool in args.tools:
+        ensure_command(tool, TOOLS[tool])
+    extra = f", {', '.join(args.tools)}" if args.tools else ""
+    print(f"ready: redis-server{extra} installed, Kafka jars in place")
     return 0
 
 
@@ -34,8 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start Redis, Kafka, backend, consumer and gateway")
     up.set_defaults(run=cmd_up)
     prep = commands.add_parser("prepare", help="install Redis and fetch Kafka's jars, then exit")
+    prep.add_argument(
+        "--tools", nargs="*", default=[], choices=sorted(TOOLS), help="also install these"
+    )
     prep.set_defaults(run=cmd_prepare)
     add_ops_commands(commands)
+    add_dlq_commands(commands)
     return parser
 
 

@@ -7,11 +7,14 @@ faster than the gateway's own write never sees its `delivered` overwritten.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Protocol
 
 import msgspec
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
+
+from flashgate.admission.keys import SaleKeys
 
 Status = Literal["accepted", "delivered", "failed"]
 
@@ -22,6 +25,22 @@ class OrderStatus(msgspec.Struct, frozen=True, omit_defaults=True):
     accepted_at: float
     delivered_at: float | None = None
     reason: str | None = None
+    # Written by the gateway at accept time: where the order sits in Kafka.
+    sale_id: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+class ScriptQueue(Protocol):
+    """Something that queues script calls for one round trip (a `ScriptPipeline` that
+    knows `mark_accepted`)."""
+
+    def script(
+        self,
+        name: str,
+        keys: Sequence[str | bytes | int | float],
+        args: Sequence[str | bytes | int | float],
+    ) -> None: ...
 
 
 def _key(order_id: str) -> str:
@@ -35,13 +54,37 @@ class OrderStatusStore:
         self._redis = redis
         self._ttl_s = ttl_s
 
-    async def mark_accepted(self, order_id: str, accepted_at: float) -> None:
+    async def mark_accepted(
+        self,
+        order_id: str,
+        accepted_at: float,
+        *,
+        sale_id: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
         key = _key(order_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "status", "accepted")
-            pipe.hset(key, "accepted_at", repr(accepted_at))
+            pipe.hset(key, mapping=_accepted_fields(accepted_at, sale_id, partition, offset))
             pipe.expire(key, self._ttl_s)
             await pipe.execute()
+
+    def queue_accepted(
+        self,
+        queue: ScriptQueue,
+        order_id: str,
+        accepted_at: float,
+        *,
+        sale_id: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        """`mark_accepted` as one script call (mark_accepted.lua) on a caller's pipeline:
+        the gateway batches the writes of concurrent requests."""
+        fields = _accepted_fields(accepted_at, sale_id, partition, offset)
+        args = [str(self._ttl_s), *[str(part) for item in fields.items() for part in item]]
+        queue.script("mark_accepted", [_key(order_id)], args)
 
     async def mark_delivered(self, order_id: str, accepted_at: float, delivered_at: float) -> None:
         await self._set_final(order_id, accepted_at, "delivered", delivered_at=delivered_at)
@@ -66,7 +109,14 @@ class OrderStatusStore:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping=mapping)
             pipe.expire(key, self._ttl_s)
-            await pipe.execute()
+            if status == "delivered":
+                # Count each order once per sale, however often it is redelivered.
+                pipe.hsetnx(key, "counted", "1")
+                pipe.hget(key, "sale_id")
+            results = await pipe.execute()
+        if status == "delivered" and results[2] and results[3]:
+            counters = SaleKeys.of(_text(results[3])).counters
+            await self._redis.hincrby(counters, "delivered_orders", 1)
 
     async def get(self, order_id: str) -> OrderStatus | None:
         raw = await self._redis.hgetall(_key(order_id))
@@ -79,7 +129,22 @@ class OrderStatusStore:
             accepted_at=float(fields.get("accepted_at", "0")),
             delivered_at=float(fields["delivered_at"]) if "delivered_at" in fields else None,
             reason=fields.get("reason"),
+            sale_id=fields.get("sale_id"),
+            partition=int(fields["partition"]) if "partition" in fields else None,
+            offset=int(fields["offset"]) if "offset" in fields else None,
         )
+
+
+def _accepted_fields(
+    accepted_at: float, sale_id: str | None, partition: int | None, offset: int | None
+) -> dict[FieldT, EncodableT]:
+    fields: dict[FieldT, EncodableT] = {"accepted_at": repr(accepted_at)}
+    if sale_id is not None:
+        fields["sale_id"] = sale_id
+    if partition is not None and offset is not None:
+        fields["partition"] = str(partition)
+        fields["offset"] = str(offset)
+    return fields
 
 
 def _text(value: bytes | str) -> str:

@@ -21,6 +21,8 @@ from flashgate.errors import ConfigError
 
 ENV_PREFIX = "FLASHGATE_"
 CONFIG_ENV = "FLASHGATE_CONFIG"
+# Read before the settings exist (logging is set up first), so not a settings key.
+LOG_LEVEL_ENV = "FLASHGATE_LOG_LEVEL"
 DEFAULT_CONFIG_FILE = "flashgate.toml"
 
 GATEWAY_PORT = 8080
@@ -39,6 +41,18 @@ DRAIN_RATE_PER_S = 500.0
 DRAIN_CONCURRENCY = 64
 BACKEND_TIMEOUT_S = 10.0
 KAFKA_HEAP_MB = 512
+IDEMPOTENCY_TTL_S = 24 * 3600
+RESERVATION_TTL_S = 30
+SOLD_OUT_CACHE_MS = 1_000
+ADMISSION_BATCH_MAX = 256
+REAPER_INTERVAL_S = 5.0
+SALE_PER_ORDER_MAX = 10
+SALE_RATE_PER_S = 5_000.0
+SALE_BURST = 1_000
+USER_RATE_PER_S = 1.0
+USER_BURST = 3
+IP_RATE_PER_S = 200.0
+IP_BURST = 400
 
 
 class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -50,6 +64,21 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     in_flight_max: int = IN_FLIGHT_MAX
     # Storefront bearer tokens; empty means the public API needs none.
     storefront_tokens: list[str] = msgspec.field(default_factory=list)
+    # How long a replayable Idempotency-Key answer is kept.
+    idempotency_ttl_s: int = IDEMPOTENCY_TTL_S
+    # A reservation not confirmed (Kafka ack) within this returns to stock.
+    reservation_ttl_s: int = RESERVATION_TTL_S
+    # Answer sold_out locally for this long once a SKU reached zero (0 = always ask Redis).
+    sold_out_cache_ms: int = SOLD_OUT_CACHE_MS
+    # Admit concurrent requests in one Redis call per event-loop tick (false = one call each).
+    admission_batching: bool = True
+    admission_batch_max: int = ADMISSION_BATCH_MAX
+    # Send those batches over a lean RESP connection (false = through redis-py).
+    admission_lean_wire: bool = True
+    # How often idle sales' expired reservations are returned to stock.
+    reaper_interval_s: float = REAPER_INTERVAL_S
+    # Per-IP limits use the X-Forwarded-For client (only behind a trusted proxy).
+    trust_forwarded_for: bool = False
 
 
 class AdminSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -78,15 +107,41 @@ class RedisSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     order_status_ttl_s: int = ORDER_STATUS_TTL_S
 
 
+DRAIN_MAX_IN_FLIGHT = 1_000
+DRAIN_LIMITER_BATCH_MAX = 50
+DRAIN_CONFIG_POLL_MS = 250
+DRAIN_PROGRESS_INTERVAL_MS = 500
+DRAIN_ADAPTIVE_FLOOR_PER_S = 1.0
+DRAIN_ADAPTIVE_ERROR_SHARE = 0.1
+DRAIN_ADAPTIVE_LATENCY_SLACK_MS = 250.0
+
+
 class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """The order drain. Rates, burst, schedule and `adaptive*` keys apply live (no restart)."""
+
     group_id: str = "order-drain"
     backend_url: str = f"http://127.0.0.1:{BACKEND_PORT}"
+    # The ceiling outside every schedule window (or always, without a schedule).
     rate_per_s: float = DRAIN_RATE_PER_S
     burst: int = 50
     concurrency: int = DRAIN_CONCURRENCY
     backend_timeout_s: float = BACKEND_TIMEOUT_S
     max_attempts: int = 8
     poll_batch: int = 500
+    # Windows "HH:MM[:SS]-HH:MM[:SS]=<orders/s>" in `timezone`; end <= start wraps midnight.
+    schedule: list[str] = msgspec.field(default_factory=list)
+    timezone: str = "UTC"
+    # Orders read from Kafka and not yet delivered, at most (partitions pause above it).
+    max_in_flight: int = DRAIN_MAX_IN_FLIGHT
+    # Largest batch of tokens one consumer takes from the shared limiter per Redis call.
+    limiter_batch_max: int = DRAIN_LIMITER_BATCH_MAX
+    config_poll_ms: int = DRAIN_CONFIG_POLL_MS
+    progress_interval_ms: int = DRAIN_PROGRESS_INTERVAL_MS
+    # Back off when the backend slows down or errs, climb back to the ceiling after.
+    adaptive: bool = True
+    adaptive_floor_per_s: float = DRAIN_ADAPTIVE_FLOOR_PER_S
+    adaptive_error_share: float = DRAIN_ADAPTIVE_ERROR_SHARE
+    adaptive_latency_slack_ms: float = DRAIN_ADAPTIVE_LATENCY_SLACK_MS
 
 
 class BackendSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -96,6 +151,22 @@ class BackendSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     port: int = BACKEND_PORT
     rate_per_s: float = 500.0
     concurrency: int = 64
+
+
+class SalesSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Defaults for what `PUT /admin/v1/sales/{sale_id}` leaves out.
+
+    A rate of 0 switches that limiter off; `per_user_max` 0 means no per-user limit.
+    """
+
+    per_order_max: int = SALE_PER_ORDER_MAX
+    per_user_max: int = 0
+    sale_rate_per_s: float = SALE_RATE_PER_S
+    sale_burst: int = SALE_BURST
+    user_rate_per_s: float = USER_RATE_PER_S
+    user_burst: int = USER_BURST
+    ip_rate_per_s: float = IP_RATE_PER_S
+    ip_burst: int = IP_BURST
 
 
 class StackSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -114,6 +185,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     drain: DrainSettings = msgspec.field(default_factory=DrainSettings)
     backend: BackendSettings = msgspec.field(default_factory=BackendSettings)
     stack: StackSettings = msgspec.field(default_factory=StackSettings)
+    sales: SalesSettings = msgspec.field(default_factory=SalesSettings)
 
     @property
     def state_dir(self) -> Path:
@@ -128,13 +200,14 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     "drain": DrainSettings,
     "backend": BackendSettings,
     "stack": StackSettings,
+    "sales": SalesSettings,
 }
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     overrides: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+        if not name.startswith(ENV_PREFIX) or name in (CONFIG_ENV, LOG_LEVEL_ENV):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")

@@ -1,61 +1,164 @@
-"""Compose the gateway's ASGI app: routes, error handlers and the lifespan that owns clients."""
+"""Compose the gateway's public ASGI app: middleware in order, routes, and the lifespan
+that owns every client.
+
+Middleware, outermost first: metrics (count every answer), load shedding (the
+in-flight cap), storefront auth. The app is pure ASGI: nothing here knows
+which server runs it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from redis.asyncio import Redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from flashgate.admission import admitter as admitter_module
+from flashgate.admission import idempotency as idempotency_module
+from flashgate.admission.admitter import Admitter
+from flashgate.admission.idempotency import IdempotencyStore
+from flashgate.admission.sales import SaleStore
 from flashgate.kafka.config import producer_config
-from flashgate.kafka.producer import AsyncProducer
 from flashgate.order_status import OrderStatusStore
-from flashgate.redis_client import create_redis
-from flashgate.settings import Settings
+from flashgate.redis_scripts.loader import RedisScripts
+from flashgate.settings import RedisSettings, Settings
+from gateway.auth import BearerAuth
 from gateway.context import GatewayContext
 from gateway.health import ReadinessProbe, healthz, readyz
-from gateway.orders import create_order, get_order
-from gateway.problems import ApiError, api_error_handler
+from gateway.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
+from gateway.openapi import openapi_endpoint
+from gateway.order_status_api import get_order
+from gateway.orders import CreateOrder
+from gateway.problems import ApiError, api_error_handler, http_error_handler, internal_error_handler
+from gateway.producer import OrderProducer
+from gateway.reaper import reap_forever
+from gateway.settle import Settler
+from gateway.shedding import InFlightLimit
+from gateway.soldout import SoldOutCache
 
 log = logging.getLogger(__name__)
 
 PRODUCER_FLUSH_S = 10.0
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_gateway_redis(settings: RedisSettings) -> Redis:
+    # No automatic retries: a retried admission or confirm after a timeout could
+    # apply twice. A failed call is a 503 and the storefront retries instead.
+    return Redis.from_url(
+        settings.url,
+        socket_timeout=2.0,
+        socket_connect_timeout=2.0,
+        health_check_interval=30,
+        max_connections=256,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> Starlette:
+    """The public API. `sold_out` is shared with the admin listener of the same process."""
+    metrics = GatewayMetrics()
+    sold_out_cache = sold_out or SoldOutCache(settings.gateway.sold_out_cache_ms / 1000)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        producer = AsyncProducer(producer_config(settings.kafka, f"gateway-{os.getpid()}"))
-        redis = create_redis(settings.redis)
+        gateway = settings.gateway
+        producer = OrderProducer(producer_config(settings.kafka, f"gateway-{os.getpid()}"))
+        producer.start(asyncio.get_running_loop())
+        redis = create_gateway_redis(settings.redis)
+        scripts = RedisScripts(
+            redis, (*admitter_module.SCRIPTS, *idempotency_module.SCRIPTS, "mark_accepted")
+        )
+        # One dedicated connection per batcher (each has one call in flight at a time).
+        lean = gateway.admission_batching and gateway.admission_lean_wire
+        admitter = Admitter(
+            scripts,
+            reservation_ttl_ms=gateway.reservation_ttl_s * 1000,
+            batching=gateway.admission_batching,
+            batch_max=gateway.admission_batch_max,
+            observe_batch=metrics.batch_size.observe,
+            wire=scripts.wire() if lean else None,
+        )
+        # A pending claim outlives the longest a request can take, no longer.
+        idempotency = IdempotencyStore(
+            scripts,
+            ttl_s=gateway.idempotency_ttl_s,
+            pending_ttl_s=gateway.produce_timeout_ms / 1000 + 5.0,
+            batching=gateway.admission_batching,
+            batch_max=gateway.admission_batch_max,
+            wire=scripts.wire() if lean else None,
+        )
+        statuses = OrderStatusStore(redis, settings.redis.order_status_ttl_s)
+        settler = Settler(
+            scripts,
+            admitter,
+            statuses,
+            idempotency,
+            batching=gateway.admission_batching,
+            batch_max=gateway.admission_batch_max,
+            wire=scripts.wire() if lean else None,
+        )
         context = GatewayContext(
             settings=settings,
             producer=producer,
             redis=redis,
-            statuses=OrderStatusStore(redis, settings.redis.order_status_ttl_s),
+            statuses=statuses,
+            admitter=admitter,
+            idempotency=idempotency,
+            settler=settler,
+            sold_out=sold_out_cache,
+            metrics=metrics,
         )
         app.state.context = context
         app.state.readiness = ReadinessProbe(context)
+        reaper = asyncio.get_running_loop().create_task(
+            reap_forever(admitter, SaleStore(scripts), gateway.reaper_interval_s)
+        )
         try:
             yield
         finally:
+            reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reaper
             # In-flight requests have finished by now (the server drained them):
-            # flush whatever librdkafka still holds before the process goes.
+            # settle what is pending, then flush whatever librdkafka still holds.
+            await settler.aclose()
+            await admitter.aclose()
+            await idempotency.aclose()
             remaining = await asyncio.to_thread(producer.close, PRODUCER_FLUSH_S)
             if remaining:
                 log.error("%d records still undelivered at shutdown", remaining)
             await redis.aclose()
 
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route("/v1/orders", create_order, methods=["POST"]),
+            Route("/v1/orders", CreateOrder(), methods=["POST"]),
             Route("/v1/orders/{order_id}", get_order, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],
-        exception_handlers={ApiError: api_error_handler},
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(InFlightLimit, limit=settings.gateway.in_flight_max),
+            Middleware(BearerAuth, tokens=settings.gateway.storefront_tokens, prefix="/v1/"),
+        ],
+        exception_handlers={
+            ApiError: api_error_handler,
+            HTTPException: http_error_handler,
+            Exception: internal_error_handler,
+        },
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
+    return app

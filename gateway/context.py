@@ -6,14 +6,24 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from flashgate.kafka.producer import AsyncProducer
+from flashgate.admission.admitter import Admitter
+from flashgate.admission.idempotency import IdempotencyStore
 from flashgate.order_status import OrderStatusStore
 from flashgate.settings import Settings
+from gateway.metrics import GatewayMetrics
+from gateway.producer import OrderProducer
+from gateway.settle import Settler
+from gateway.soldout import SoldOutCache
 
 
 @dataclass(frozen=True, slots=True)
 class GatewayContext:
     settings: Settings
-    producer: AsyncProducer
+    producer: OrderProducer
     redis: Redis
     statuses: OrderStatusStore
+    admitter: Admitter
+    idempotency: IdempotencyStore
+    settler: Settler
+    sold_out: SoldOutCache
+    metrics: GatewayMetrics

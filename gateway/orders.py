@@ -1,7 +1,16 @@
-"""`POST /v1/orders` and `GET /v1/orders/{order_id}`: the storefront's API.
+"""`POST /v1/orders`: admit an order and write it durably to Kafka.
 
-A 202 is sent only after Kafka acknowledged the record with acks=all; any
-failure before that is a 503 and the storefront retries.
+In order: content type, size-limited body, strict schema, the Idempotency-Key
+claim, the local sold-out memory, admission in Redis (one atomic step, batched
+with concurrent requests), produce to Kafka and await acks=all, then settle
+(confirm the reservation, write the status). A 202 is sent only after Kafka
+acknowledged the record; if it did not, the reservation is released and the
+answer is 503.
+
+This is the hot path, so it is a plain ASGI endpoint: headers are read once
+from the scope and the answer is sent as two ASGI messages, without
+Starlette's request and response objects (the middleware around it is the
+same as for every route).
 """
 
 from __future__ import annotations
@@ -10,78 +19,350 @@ import asyncio
 import logging
 import time
 
-from redis.exceptions import RedisError
-from starlette.requests import Request
-from starlette.responses import Response
+import msgspec
+from starlette.types import Receive, Scope, Send
 
+from flashgate.admission.admitter import Reservation, Verdict
+from flashgate.admission.errors import AdmissionUnavailable
+from flashgate.admission.idempotency import Claim, body_digest
 from flashgate.errors import KafkaUnavailable
-from flashgate.ids import is_order_id, new_order_id
-from flashgate.order import OrderRecord, encode_record
-from gateway.body import read_limited_body
+from flashgate.ids import new_order_id
+from flashgate.kafka.producer import DeliveredRecord
+from flashgate.order import OrderRecord, OrderRequest, encode_record
+from gateway.auth import CALLER_SCOPE_KEY
+from gateway.body import check_declared_length, receive_limited_body
 from gateway.context import GatewayContext
-from gateway.problems import ApiError, json_response, unavailable
+from gateway.problems import ApiError, unavailable
+from gateway.producer import Headers
+from gateway.ratelimit_headers import rate_limit_headers
+from gateway.settle import Accepted
 from gateway.validation import parse_order
 
 log = logging.getLogger(__name__)
 
+IDEMPOTENCY_KEY_MAX = 128
+# Answers worth replaying for a retried Idempotency-Key; anything else (404, 422,
+# 429, 503) may come out differently next time, so the key is released.
+REPLAYED_STATUSES = frozenset({202, 409})
+RECORD_HEADERS: Headers = [("content-type", b"application/json"), ("flashgate-record", b"order/1")]
+_JSON_TYPE = (b"content-type", b"application/json")
+_canonical = msgspec.json.Encoder(order="sorted")
+_encoder = msgspec.json.Encoder()
 
-def _context(request: Request) -> GatewayContext:
-    context: GatewayContext = request.app.state.context
-    return context
+
+class OrderHeaders:
+    """The request headers this endpoint reads, found in one pass over the scope."""
+
+    __slots__ = ("content_length", "content_type", "forwarded_for", "idempotency_key")
+
+    def __init__(self, scope: Scope) -> None:
+        self.content_type = ""
+        self.content_length: str | None = None
+        self.idempotency_key: str | None = None
+        self.forwarded_for: str | None = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                self.content_type = value.decode("latin-1")
+            elif name == b"content-length":
+                self.content_length = value.decode("latin-1")
+            elif name == b"idempotency-key":
+                self.idempotency_key = value.decode("latin-1")
+            elif name == b"x-forwarded-for":
+                self.forwarded_for = value.decode("latin-1")
 
 
-def _require_json(request: Request) -> None:
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type != "application/json":
+def _require_json(content_type: str) -> None:
+    if content_type.split(";", 1)[0].strip().lower() != "application/json":
         raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json")
 
 
-async def create_order(request: Request) -> Response:
-    context = _context(request)
-    settings = context.settings
-    _require_json(request)
-    body = await read_limited_body(request, settings.gateway.max_body_bytes)
-    order = parse_order(body)
-
-    accepted_at = time.time()
-    order_id = new_order_id(int(accepted_at * 1000))
-    record = OrderRecord.from_request(order, order_id, accepted_at)
-    try:
-        # message.timeout.ms bounds this too; the outer timeout is the belt to its braces.
-        await asyncio.wait_for(
-            context.producer.produce(
-                settings.kafka.orders_topic,
-                encode_record(record),
-                key=order_id.encode(),
-            ),
-            timeout=settings.gateway.produce_timeout_ms / 1000 + 1.0,
-        )
-    except (KafkaUnavailable, TimeoutError) as exc:
-        log.warning("order not accepted, Kafka did not acknowledge: %s", exc)
-        raise unavailable("the order could not be stored; retry shortly") from None
-
-    try:
-        await context.statuses.mark_accepted(order_id, accepted_at)
-    except RedisError as exc:
-        # The order is durable in Kafka, so it is accepted; only its status lags.
-        log.warning("order %s accepted but its status was not written: %s", order_id, exc)
-
-    status_url = f"/v1/orders/{order_id}"
-    return json_response(
-        {"order_id": order_id, "status": "accepted", "status_url": status_url},
-        status=202,
-        headers={"Location": status_url},
+def _idempotency_key(value: str) -> str:
+    if 1 <= len(value) <= IDEMPOTENCY_KEY_MAX and all("!" <= c <= "~" for c in value):
+        return value
+    raise ApiError(
+        422,
+        "validation_error",
+        "the Idempotency-Key header is invalid",
+        extra={
+            "details": [{"field": "Idempotency-Key", "error": "1 to 128 visible ASCII characters"}]
+        },
     )
 
 
-async def get_order(request: Request) -> Response:
-    order_id = request.path_params["order_id"]
-    if not is_order_id(order_id):
-        raise ApiError(404, "not_found", "no such order")
+def client_ip(scope: Scope, forwarded_for: str | None, trust_forwarded_for: bool) -> str:
+    if trust_forwarded_for and forwarded_for:
+        return forwarded_for.split(",", 1)[0].strip()[:64] or "unknown"
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+class Answer:
+    """A finished answer: status, JSON body, extra headers."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+    async def send(self, send: Send) -> None:
+        headers = [
+            _JSON_TYPE,
+            (b"content-length", str(len(self.body)).encode()),
+            *self.headers,
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def _error_answer(error: ApiError) -> Answer:
+    body = _encoder.encode({"error": error.code, "message": error.message, **error.extra})
+    headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    return Answer(error.status, body, headers)
+
+
+class CreateOrder:
+    """The ASGI endpoint of `POST /v1/orders` (a class, so Starlette routes to it as ASGI)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        context: GatewayContext = scope["app"].state.context
+        try:
+            answer = await _create_order(context, scope, receive)
+        except ApiError as error:
+            answer = _error_answer(error)
+        await answer.send(send)
+
+
+async def _create_order(context: GatewayContext, scope: Scope, receive: Receive) -> Answer:
+    settings = context.settings
+    headers = OrderHeaders(scope)
+    _require_json(headers.content_type)
+    check_declared_length(headers.content_length, settings.gateway.max_body_bytes)
+    body = await receive_limited_body(receive, settings.gateway.max_body_bytes)
+    order = parse_order(body)
+    ip = client_ip(scope, headers.forwarded_for, settings.gateway.trust_forwarded_for)
+    if headers.idempotency_key is None:
+        return await _admit_and_produce(context, order, ip, None)
+
+    key = _idempotency_key(headers.idempotency_key)
+    caller = scope.get(CALLER_SCOPE_KEY, "anon")
+    digest = body_digest(_canonical.encode(order))
+    wait_s = settings.gateway.produce_timeout_ms / 1000 + 1.0
     try:
-        status = await _context(request).statuses.get(order_id)
-    except RedisError:
-        raise unavailable("order status is unavailable right now") from None
-    if status is None:
-        raise ApiError(404, "not_found", "no such order")
-    return json_response(status)
+        claim = await context.idempotency.wait(caller, key, digest, wait_s)
+    except AdmissionUnavailable as exc:
+        log.warning("idempotency check failed: %s", exc)
+        raise unavailable("the gateway cannot check the Idempotency-Key; retry shortly") from None
+    if claim.state == "reused":
+        context.metrics.decision("idempotency_key_reused")
+        raise ApiError(
+            422, "idempotency_key_reused", "this Idempotency-Key was used with a different order"
+        )
+    if claim.state == "pending":
+        raise unavailable("the first request with this Idempotency-Key is still running")
+    if claim.state == "done":
+        context.metrics.decision("replayed")
+        return _replay(claim)
+    try:
+        return await _admit_and_produce(context, order, ip, claim)
+    except ApiError as error:
+        if error.status in REPLAYED_STATUSES:
+            await _finish(context, claim, error.status, _error_answer(error).body)
+        else:
+            await _release(context, claim)
+        raise
+    except Exception:
+        await _release(context, claim)
+        raise
+    # A cancelled request (CancelledError) keeps its claim: the background
+    # finisher stores or releases it, or it expires.
+
+
+def _replay(claim: Claim) -> Answer:
+    headers = [(b"idempotent-replayed", b"true")]
+    if claim.status == 202:
+        answer = msgspec.json.decode(claim.answer)
+        headers.append((b"location", str(answer.get("status_url", "")).encode()))
+    return Answer(claim.status, claim.answer, headers)
+
+
+async def _finish(context: GatewayContext, claim: Claim, status: int, answer: bytes) -> None:
+    try:
+        await context.idempotency.finish(claim, status, answer)
+    except AdmissionUnavailable as exc:
+        log.warning("idempotent answer not stored: %s", exc)
+
+
+async def _release(context: GatewayContext, claim: Claim) -> None:
+    try:
+        await context.idempotency.release(claim)
+    except AdmissionUnavailable as exc:
+        log.warning("Idempotency-Key not released (it expires on its own): %s", exc)
+
+
+def _sold_out(order: OrderRequest, remaining: int) -> ApiError:
+    return ApiError(
+        409,
+        "sold_out",
+        f"not enough stock left for SKU {order.sku!r}",
+        extra={"remaining": remaining},
+    )
+
+
+def _too_many(per_order_max: int) -> ApiError:
+    return ApiError(
+        422,
+        "validation_error",
+        "the order does not match the schema",
+        extra={"details": [{"field": "quantity", "error": f"at most {per_order_max} per order"}]},
+    )
+
+
+def _refusal(context: GatewayContext, order: OrderRequest, verdict: Verdict) -> ApiError:
+    if verdict.reason in ("unknown_sale", "unknown_sku"):
+        context.metrics.decision("unknown_sale")
+        return ApiError(
+            404, "unknown_sale", f"sale {order.sale_id!r} has no stock loaded for SKU {order.sku!r}"
+        )
+    if verdict.reason == "quantity":
+        context.metrics.decision("quantity")
+        return _too_many(verdict.limit or 0)
+    if verdict.reason == "sold_out":
+        context.metrics.decision("sold_out")
+        if verdict.remaining == 0 and verdict.limit is not None:
+            context.sold_out.mark(order.sale_id, order.sku, verdict.limit)
+        return _sold_out(order, verdict.remaining or 0)
+    if verdict.reason == "purchase_limit":
+        context.metrics.decision("purchase_limit")
+        return ApiError(
+            409,
+            "purchase_limit",
+            f"user {order.user_id!r} reached this sale's limit of {verdict.limit} units",
+            extra={"per_user_max": verdict.limit, "bought": verdict.bought},
+        )
+    limiter = verdict.limiter or "sale"
+    context.metrics.decision(f"rate_limited_{limiter}")
+    return ApiError(
+        429,
+        "rate_limited",
+        f"too many orders ({limiter} limit); retry later",
+        headers=rate_limit_headers(
+            limiter, verdict.retry_after_ms, verdict.burst, verdict.rate_per_s
+        ),
+        extra={"limit": limiter},
+    )
+
+
+async def _admit_and_produce(
+    context: GatewayContext, order: OrderRequest, ip: str, claim: Claim | None
+) -> Answer:
+    settings = context.settings
+    per_order_max = context.sold_out.lookup(order.sale_id, order.sku)
+    if per_order_max is not None:
+        if order.quantity > per_order_max:
+            context.metrics.decision("quantity")
+            raise _too_many(per_order_max)
+        context.metrics.decision("sold_out_local")
+        raise _sold_out(order, 0)
+    accepted_at = time.time()
+    order_id = new_order_id(int(accepted_at * 1000))
+    reservation = Reservation(order_id, order.sale_id, order.sku, order.quantity, order.user_id)
+    started = time.perf_counter()
+    try:
+        verdict = await context.admitter.admit(reservation, ip)
+    except AdmissionUnavailable as exc:
+        log.warning("admission failed: %s", exc)
+        context.metrics.decision("unavailable")
+        raise unavailable("admission is unavailable right now; retry shortly") from None
+    context.metrics.admit_seconds.observe(time.perf_counter() - started)
+    if not verdict.admitted:
+        raise _refusal(context, order, verdict)
+    if verdict.remaining == 0 and verdict.limit is not None:
+        context.sold_out.mark(order.sale_id, order.sku, verdict.limit)
+
+    record = OrderRecord.from_request(order, order_id, accepted_at)
+    status_url = f"/v1/orders/{order_id}"
+    answer = b'{"order_id":"%s","status":"accepted","status_url":"%s"}' % (
+        order_id.encode(),
+        status_url.encode(),
+    )
+    try:
+        produced = context.producer.send(
+            settings.kafka.orders_topic, encode_record(record), order_id.encode(), RECORD_HEADERS
+        )
+    except KafkaUnavailable as exc:  # the local queue is full: backpressure
+        log.warning("order not accepted: %s", exc)
+        await _release_reservation(context, reservation)
+        context.metrics.decision("unavailable")
+        raise unavailable("the gateway is overloaded; retry shortly") from None
+    try:
+        delivered = await _await_ack(context, produced)
+    except asyncio.CancelledError:
+        # The client went away or the server is stopping: the record may still be
+        # acknowledged, so finish the bookkeeping in the background either way.
+        _finish_in_background(context, produced, reservation, accepted_at, claim, answer)
+        raise
+    if delivered is None:
+        await _release_reservation(context, reservation)
+        context.metrics.decision("unavailable")
+        raise unavailable("the order could not be stored; retry shortly")
+
+    context.metrics.decision("accepted")
+    started = time.perf_counter()
+    await context.settler.settle(
+        Accepted(reservation, accepted_at, delivered.partition, delivered.offset, claim, answer)
+    )
+    context.metrics.settle_seconds.observe(time.perf_counter() - started)
+    return Answer(202, answer, [(b"location", status_url.encode())])
+
+
+async def _await_ack(
+    context: GatewayContext, produced: asyncio.Future[DeliveredRecord]
+) -> DeliveredRecord | None:
+    started = time.perf_counter()
+    timeout_s = context.settings.gateway.produce_timeout_ms / 1000 + 1.0
+    try:
+        # message.timeout.ms bounds this too; the outer timeout is the belt to its braces
+        # (asyncio.timeout costs one timer handle, wait_for a task and a future more).
+        async with asyncio.timeout(timeout_s):
+            delivered = await asyncio.shield(produced)
+    except (KafkaUnavailable, TimeoutError) as exc:
+        log.warning("order not accepted, Kafka did not acknowledge: %s", exc)
+        return None
+    context.metrics.produce_seconds.observe(time.perf_counter() - started)
+    return delivered
+
+
+async def _release_reservation(context: GatewayContext, reservation: Reservation) -> None:
+    try:
+        await context.admitter.release([reservation])
+    except AdmissionUnavailable as exc:
+        log.warning("reservation %s not released (it expires): %s", reservation, exc)
+    context.sold_out.forget(reservation.sale_id, reservation.sku)
+
+
+def _finish_in_background(
+    context: GatewayContext,
+    produced: asyncio.Future[DeliveredRecord],
+    reservation: Reservation,
+    accepted_at: float,
+    claim: Claim | None,
+    answer: bytes,
+) -> None:
+    async def finish() -> None:
+        try:
+            delivered = await produced
+        except KafkaUnavailable:
+            await _release_reservation(context, reservation)
+            if claim is not None:
+                await _release(context, claim)
+            return
+        await context.settler.settle(
+            Accepted(reservation, accepted_at, delivered.partition, delivered.offset, claim, answer)
+        )
+
+    task = asyncio.get_running_loop().create_task(finish())
+    background: set[asyncio.Task[None]] = context.settler.background
+    background.add(task)
+    task.add_done_callback(background.discard)

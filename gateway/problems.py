@@ -53,3 +53,17 @@ async def api_error_handler(request: Request, exc: Exception) -> Response:
 
 def unavailable(message: str, retry_after_s: int = 1) -> ApiError:
     return ApiError(503, "unavailable", message, headers={"Retry-After": str(retry_after_s)})
+
+
+async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 answers, in the contract's JSON shape."""
+    status = getattr(exc, "status_code", 500)
+    headers = getattr(exc, "headers", None)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, "http_error")
+    message = {404: "no such resource", 405: "method not allowed"}.get(status, "request failed")
+    return ApiError(status, code, message, headers=headers).to_response()
+
+
+async def internal_error_handler(request: Request, exc: Exception) -> Response:
+    """A bug, never an input: log it with its traceback, answer without one."""
+    return ApiError(500, "internal_error", "internal error").to_response()

@@ -3,10 +3,16 @@
 The fast path is one msgspec decode. msgspec stops at the first problem, so on
 failure a second, slower pass checks each field on its own to list every
 field that is wrong: a storefront developer fixes them all in one go.
+
+Duplicate keys are refused (422): JSON parsers disagree on which copy wins, and
+an order must mean the same thing to the gateway, the backend and any proxy in
+between. msgspec keeps the last copy silently, so a cheap byte count decides
+whether the body needs the stdlib parser's exact check.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import msgspec
@@ -17,19 +23,54 @@ from gateway.problems import ApiError
 _FIELDS = msgspec.structs.fields(OrderRequest)
 _FIELD_TYPES: dict[str, Any] = {field.name: field.type for field in _FIELDS}
 _REQUIRED = {field.name for field in _FIELDS if field.required}
+_QUOTED_NAMES = [f'"{name}"'.encode() for name in _FIELD_TYPES]
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def _check_duplicates(body: bytes, order: OrderRequest) -> None:
+    if not order.attributes and all(body.count(name) <= 1 for name in _QUOTED_NAMES):
+        return
+    try:
+        json.loads(body, object_pairs_hook=_refuse_duplicates)
+    except _DuplicateKey as exc:
+        raise ApiError(
+            422,
+            "validation_error",
+            "the order does not match the schema",
+            extra={"details": [{"field": exc.key, "error": "duplicate field"}]},
+        ) from None
 
 
 def parse_order(body: bytes) -> OrderRequest:
     try:
-        return decode_request(body)
+        order = decode_request(body)
     except msgspec.ValidationError:
         pass
     except msgspec.DecodeError:
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    else:
+        _check_duplicates(body, order)
+        return order
     try:
         document = msgspec.json.decode(body)
     except msgspec.DecodeError:
         raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "request body is nested too deeply") from None
     raise ApiError(
         422,
         "validation_error",

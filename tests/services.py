@@ -81,6 +81,19 @@ class ServiceEnv:
     def backend_url(self) -> str:
         return self.variables["FLASHGATE_DRAIN_BACKEND_URL"]
 
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.variables['FLASHGATE_ADMIN_PORT']}"
+
+    def admin_token(self) -> str:
+        """FLASHGATE_ADMIN_TOKEN if set, else the token the gateway generated."""
+        token = self.variables.get("FLASHGATE_ADMIN_TOKEN")
+        if token:
+            return token
+        return (
+            (Path(self.variables["FLASHGATE_STACK_STATE_DIR"]) / "admin-token").read_text().strip()
+        )
+
 
 @dataclass
 class Services:
@@ -134,6 +147,23 @@ def http_json(method: str, url: str, body: Any = None, timeout_s: float = 10.0) 
     request.add_header("Content-Type", "application/json")
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         return json.loads(response.read())
+
+
+def admin_json(env: ServiceEnv, method: str, path: str, body: Any = None) -> Any:
+    """Call the gateway's admin API with the admin token."""
+    port = int(env.variables["FLASHGATE_ADMIN_PORT"])
+    wait_for_port("admin", "127.0.0.1", port, START_TIMEOUT_S)
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{env.admin_url}{path}", data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {env.admin_token()}")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def load_sale(env: ServiceEnv, sale_id: str, body: dict[str, Any]) -> Any:
+    """Load (or reload) a sale through the admin API: `PUT /admin/v1/sales/{sale_id}`."""
+    return admin_json(env, "PUT", f"/admin/v1/sales/{sale_id}", body)
 
 
 def wait_until(predicate: Any, timeout_s: float, interval_s: float = 0.2) -> bool:

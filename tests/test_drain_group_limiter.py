@@ -105,7 +105,8 @@ def test_two_replicas_share_one_rate(redis_server: RedisServer) -> None:
         calls = sum(limiter.redis_calls for limiter in limiters)
         # About rate / batch calls a second, not one per token.
         assert calls < len(grants) / 3
-        assert all(limiter.granted > rate * seconds / 4 for limiter in limiters)
+        # Both replicas are served (not necessarily evenly: fairness is not promised).
+        assert all(limiter.granted > rate * seconds / 10 for limiter in limiters)
         return grants
 
     grants = sorted(asyncio.run(scenario()))

@@ -8,7 +8,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.services import Services, http_json, wait_until
+from tests.services import Services, admin_json, http_json, load_sale, wait_until
 
 ORDERS = 200
 
@@ -30,6 +30,7 @@ def test_orders_reach_the_backend_exactly_once(services: Services) -> None:
     services.start_consumer()
     services.start_gateway()
     env = services.env
+    load_sale(env, "sale-1", {"stock": {f"SKU-{i}": ORDERS for i in range(3)}})
 
     answers = asyncio.run(_post_orders(env.gateway_url, ORDERS))
 
@@ -60,3 +61,5 @@ def test_orders_reach_the_backend_exactly_once(services: Services) -> None:
     assert wait_until(all_delivered, timeout_s=20)
     status = http_json("GET", f"{env.gateway_url}/v1/orders/{order_ids[0]}")
     assert status["delivered_at"] >= status["accepted_at"]
+    sale = admin_json(env, "GET", "/admin/v1/sales/sale-1")
+    assert (sale["accepted_orders"], sale["delivered_orders"]) == (ORDERS, ORDERS)

@@ -84,6 +84,9 @@ def test_up_serves_an_order_and_stops_cleanly(tmp_path: Path, kafka_libs: Path) 
         assert len(children) >= 5  # redis, kafka, backend, consumer, gateway
 
         gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
+        token = (tmp_path / "state" / "admin-token").read_text().strip()
+        admin = f"http://{settings.admin.host}:{settings.admin.port}"
+        _request("PUT", f"{admin}/admin/v1/sales/sale-1", {"stock": {"SKU-1": 10}}, token)
         order = {"sale_id": "sale-1", "sku": "SKU-1", "quantity": 1, "user_id": "u-1"}
         answer = _post(f"{gateway}/v1/orders", order)
         assert answer["status"] == "accepted"
@@ -118,13 +121,19 @@ def test_up_serves_an_order_and_stops_cleanly(tmp_path: Path, kafka_libs: Path) 
         log.close()
 
 
-def _post(url: str, body: object) -> dict[str, str]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+def _request(method: str, url: str, body: object, token: str | None = None) -> object:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method=method)
     request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=10) as response:
-        assert response.status == 202
-        result: dict[str, str] = json.loads(response.read())
-        return result
+        return json.loads(response.read())
+
+
+def _post(url: str, body: object) -> dict[str, str]:
+    result = _request("POST", url, body)
+    assert isinstance(result, dict)
+    return result
 
 
 def test_a_taken_port_is_named(tmp_path: Path) -> None:

@@ -107,3 +107,33 @@ def test_order_ids_are_time_ordered_and_unique() -> None:
     assert all(is_order_id(i) for i in ids)
     assert ids[::10] == sorted(ids[::10])
     assert not is_order_id("../etc/passwd")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","quantity":9}', "quantity"),
+        (b'{"sale_id":"a","sale_id":"b","sku":"b","quantity":1,"user_id":"u"}', "sale_id"),
+        (b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","attributes":{"k":"1","k":"2"}}',
+         "k"),
+    ],
+)  # fmt: skip
+def test_duplicate_keys_are_refused(body: bytes, field: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        parse_order(body)
+    assert caught.value.status == 422
+    assert caught.value.extra["details"] == [{"field": field, "error": "duplicate field"}]
+
+
+def test_field_names_inside_values_are_not_duplicates() -> None:
+    body = b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","attributes":{"quantity":"sku"}}'
+    assert parse_order(body).attributes == {"quantity": "sku"}
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+def test_deep_nesting_is_a_400_not_a_crash(depth: int) -> None:
+    nested = b"[" * depth + b"]" * depth
+    for body in (nested, b'{"sale_id":' + nested + b"}", b'{"attributes":' + nested + b"}"):
+        with pytest.raises(ApiError) as caught:
+            parse_order(body)
+        assert caught.value.status in (400, 422)

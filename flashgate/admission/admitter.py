@@ -1,0 +1,239 @@
+"""Admit, confirm and release orders: the narrow Redis side of admission.
+
+`admit` reserves stock under every limit in one atomic script call per sale and
+batch (see `admit.lua`); `confirm` turns a reservation into accepted stock once
+Kafka acknowledged the order; `release` returns it when Kafka did not. The
+reservation id is the order id. Redis errors leave this module only as
+`AdmissionUnavailable`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.exceptions import RedisError
+
+from flashgate.admission.batcher import TickBatcher
+from flashgate.admission.errors import AdmissionUnavailable
+from flashgate.admission.keys import SaleKeys
+from flashgate.redis_scripts.loader import RedisScripts, ScriptPipeline
+from flashgate.redis_scripts.wire import RespConnection
+
+Reason = Literal[
+    "ok", "unknown_sale", "unknown_sku", "quantity", "sold_out", "purchase_limit", "rate_limited"
+]
+Limiter = Literal["sale", "user", "ip"]
+
+REAP_PER_CALL = 100
+SCRIPTS = ("admit", "confirm", "release", "reap", "load_sale")
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    reservation_id: str
+    sale_id: str
+    sku: str
+    quantity: int
+    user_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What admission decided, with what the answer needs to be honest."""
+
+    reason: Reason
+    remaining: int | None = None  # ok, sold_out: units left for the SKU
+    # quantity, ok, sold_out: per_order_max; purchase_limit: per_user_max
+    limit: int | None = None
+    bought: int | None = None  # purchase_limit: units the user already holds
+    limiter: Limiter | None = None  # rate_limited: which limit said no
+    retry_after_ms: int = 0
+    burst: int = 0
+    rate_per_s: float = 0.0
+
+    @property
+    def admitted(self) -> bool:
+        return self.reason == "ok"
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_verdict(reply: Sequence[Any]) -> Verdict:
+    reason = _text(reply[0])
+    if reason in ("ok", "sold_out"):
+        return Verdict(reason, remaining=int(reply[1]), limit=int(reply[2]))  # type: ignore[arg-type]
+    if reason == "quantity":
+        return Verdict("quantity", limit=int(reply[1]))
+    if reason == "purchase_limit":
+        return Verdict("purchase_limit", limit=int(reply[1]), bought=int(reply[2]))
+    if reason == "rate_limited":
+        return Verdict(
+            "rate_limited",
+            limiter=_text(reply[1]),  # type: ignore[arg-type]
+            retry_after_ms=int(float(_text(reply[2]))),
+            burst=int(float(_text(reply[3]))),
+            rate_per_s=float(_text(reply[4])),
+        )
+    if reason in ("unknown_sale", "unknown_sku"):
+        return Verdict(reason)  # type: ignore[arg-type]
+    raise AdmissionUnavailable(f"unexpected reply from admit.lua: {reply!r}")
+
+
+def _group(items: Sequence[Reservation]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(item.sale_id, []).append(index)
+    return groups
+
+
+class Admitter:
+    """Admission calls, batched per event-loop tick unless `batching` is off."""
+
+    def __init__(
+        self,
+        scripts: RedisScripts,
+        *,
+        reservation_ttl_ms: int,
+        batching: bool = True,
+        batch_max: int = 256,
+        now_ms: Callable[[], float] | None = None,
+        observe_batch: Callable[[int], None] | None = None,
+        wire: RespConnection | None = None,
+    ) -> None:
+        self._scripts = scripts
+        # Batched admissions go over this dedicated lean connection when given.
+        self._wire = wire
+        self._ttl_ms = str(reservation_ttl_ms)
+        # Tests inject time; in service the Redis server's clock is the one clock
+        # every gateway replica shares.
+        self._now_ms = now_ms
+        self._batcher: TickBatcher[tuple[Reservation, str], Verdict] | None = (
+            TickBatcher(self._admit_batch, max_batch=batch_max, observe=observe_batch)
+            if batching
+            else None
+        )
+
+    @property
+    def batcher(self) -> TickBatcher[tuple[Reservation, str], Verdict] | None:
+        return self._batcher
+
+    def _now_arg(self) -> str:
+        return "" if self._now_ms is None else repr(self._now_ms())
+
+    async def admit(self, reservation: Reservation, client_ip: str) -> Verdict:
+        if self._batcher is not None:
+            return await self._batcher.submit((reservation, client_ip))
+        result = (await self._admit_batch([(reservation, client_ip)]))[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _admit_call(self, items: Sequence[tuple[Reservation, str]]) -> tuple[list[str], list[str]]:
+        keys = SaleKeys.of(items[0][0].sale_id)
+        key_list = [*keys.core, keys.sale_tat]
+        args = [self._now_arg(), self._ttl_ms, str(REAP_PER_CALL), str(len(items))]
+        for reservation, client_ip in items:
+            key_list.append(keys.user_tat(reservation.user_id))
+            key_list.append(keys.ip_tat(client_ip))
+            args += [
+                reservation.reservation_id,
+                reservation.sku,
+                str(reservation.quantity),
+                reservation.user_id,
+            ]
+        return key_list, args
+
+    async def _admit_batch(
+        self, items: list[tuple[Reservation, str]]
+    ) -> list[Verdict | BaseException]:
+        groups = _group([reservation for reservation, _ in items])
+        results: list[Verdict | BaseException] = [AdmissionUnavailable("not admitted")] * len(items)
+        try:
+            if len(groups) == 1 and self._wire is None:
+                keys, args = self._admit_call(items)
+                replies = [await self._scripts.call("admit", keys, args)]
+            else:
+                pipe = self._scripts.pipeline(self._wire)
+                for indices in groups.values():
+                    pipe.script("admit", *self._admit_call([items[i] for i in indices]))
+                replies = await pipe.execute()
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"admission failed: {exc}") from exc
+        for indices, reply in zip(groups.values(), replies, strict=True):
+            for index, one in zip(indices, _group_reply(reply, len(indices)), strict=True):
+                results[index] = one
+        return results
+
+    def add_confirms(
+        self, pipe: ScriptPipeline, reservations: Sequence[Reservation]
+    ) -> Callable[[list[Any]], list[bool]]:
+        """Queue confirm calls on `pipe`; return what reads their results.
+
+        False for a reservation means it had expired and its units were taken
+        again: accepted may now exceed the loaded stock (an oversell to report).
+        """
+        groups = _group(reservations)
+        starts: list[tuple[int, list[int]]] = []
+        for sale_id, indices in groups.items():
+            args = [str(len(indices))]
+            for index in indices:
+                r = reservations[index]
+                args += [r.reservation_id, r.sku, str(r.quantity), r.user_id]
+            starts.append((len(pipe), indices))
+            pipe.script("confirm", SaleKeys.of(sale_id).core, args)
+
+        def read(results: list[Any]) -> list[bool]:
+            on_time = [True] * len(reservations)
+            for position, indices in starts:
+                reply = results[position]
+                if isinstance(reply, BaseException):
+                    raise AdmissionUnavailable(f"confirm failed: {reply}")
+                for index, flag in zip(indices, reply, strict=True):
+                    on_time[index] = int(flag) != 0
+            return on_time
+
+        return read
+
+    async def confirm(self, reservations: Sequence[Reservation]) -> list[bool]:
+        """Confirm now, in one round trip; True per reservation confirmed before its deadline."""
+        pipe = self._scripts.pipeline()
+        read = self.add_confirms(pipe, reservations)
+        try:
+            return read(await pipe.execute())
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"confirm failed: {exc}") from exc
+
+    async def release(self, reservations: Sequence[Reservation]) -> int:
+        """Return reserved units to stock; safe to repeat."""
+        released = 0
+        try:
+            for sale_id, indices in _group(reservations).items():
+                ids = [reservations[i].reservation_id for i in indices]
+                released += int(await self._scripts.call("release", SaleKeys.of(sale_id).core, ids))
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"release failed: {exc}") from exc
+        return released
+
+    async def reap(self, sale_id: str, limit: int = REAP_PER_CALL) -> int:
+        """Return a sale's expired reservations to stock (at most `limit`)."""
+        try:
+            keys = SaleKeys.of(sale_id).core
+            return int(await self._scripts.call("reap", keys, [self._now_arg(), str(limit)]))
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"reap failed: {exc}") from exc
+
+    async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.aclose()
+        if self._wire is not None:
+            await self._wire.close()
+
+
+def _group_reply(reply: Any, count: int) -> list[Verdict | BaseException]:
+    if isinstance(reply, BaseException):
+        return [AdmissionUnavailable(f"admission failed: {reply}") for _ in range(count)]
+    return [parse_verdict(one) for one in reply]

@@ -1,0 +1,147 @@
+"""Idempotency-Key handling: the same key and body get the same answer, once.
+
+The first request with a key claims it (`pending`) and, when done, stores its
+answer (`done`) for `ttl_s`. A duplicate that arrives meanwhile waits for that
+answer by polling with short sleeps, bounded by a deadline. A request that
+fails in a way a retry may fix (503, 429, ...) releases its claim, so the next
+request with the key starts afresh. A pending claim of a gateway that died
+expires after `pending_ttl_s`.
+
+Keys are scoped per storefront token ("anon" without one) and compared by a
+digest of the decoded order, so formatting of the JSON does not matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from redis.exceptions import RedisError
+
+from flashgate.admission.batcher import TickBatcher
+from flashgate.admission.errors import AdmissionUnavailable
+from flashgate.admission.keys import idempotency_key
+from flashgate.redis_scripts.loader import RedisScripts, ScriptPipeline
+from flashgate.redis_scripts.wire import RespConnection
+
+SCRIPTS = ("idem_begin", "idem_finish", "idem_release")
+POLL_FIRST_S = 0.005
+POLL_MAX_S = 0.05
+
+State = Literal["new", "reused", "pending", "done"]
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of `begin`: `new` carries the owner token needed to finish or release."""
+
+    state: State
+    key: str
+    owner: str = ""
+    status: int = 0
+    answer: bytes = b""
+
+
+def body_digest(canonical: bytes) -> str:
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+class IdempotencyStore:
+    """Claims are sent in batches per event-loop tick (over `wire` if given) unless
+    `batching` is off, like admission itself."""
+
+    def __init__(
+        self,
+        scripts: RedisScripts,
+        *,
+        ttl_s: int,
+        pending_ttl_s: float,
+        batching: bool = False,
+        batch_max: int = 256,
+        wire: RespConnection | None = None,
+    ) -> None:
+        self._scripts = scripts
+        self._ttl_ms = str(int(ttl_s * 1000))
+        self._pending_ttl_ms = str(max(1, int(pending_ttl_s * 1000)))
+        self._wire = wire
+        self._batcher: TickBatcher[tuple[str, str, str], Any] | None = (
+            TickBatcher(self._begin_batch, max_batch=batch_max) if batching else None
+        )
+
+    async def _begin_batch(self, items: list[tuple[str, str, str]]) -> list[Any]:
+        pipe = self._scripts.pipeline(self._wire)
+        for redis_key, digest, owner in items:
+            pipe.script("idem_begin", [redis_key], [digest, owner, self._pending_ttl_ms])
+        try:
+            replies = await pipe.execute()
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"idempotency check failed: {exc}") from exc
+        return [
+            AdmissionUnavailable(f"idempotency check failed: {reply}")
+            if isinstance(reply, BaseException)
+            else reply
+            for reply in replies
+        ]
+
+    async def begin(self, scope: str, key: str, digest: str) -> Claim:
+        redis_key = idempotency_key(scope, key)
+        owner = os.urandom(12).hex()
+        try:
+            if self._batcher is not None:
+                reply = await self._batcher.submit((redis_key, digest, owner))
+            else:
+                reply = await self._scripts.call(
+                    "idem_begin", [redis_key], [digest, owner, self._pending_ttl_ms]
+                )
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"idempotency check failed: {exc}") from exc
+        state = _bytes(reply[0]).decode()
+        if state == "new":
+            return Claim("new", redis_key, owner=owner)
+        if state == "done":
+            return Claim("done", redis_key, status=int(reply[1]), answer=_bytes(reply[2]))
+        return Claim(state, redis_key)  # type: ignore[arg-type]
+
+    async def wait(self, scope: str, key: str, digest: str, timeout_s: float) -> Claim:
+        """`begin` until the key is ours, reused or done; `pending` after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        pause = POLL_FIRST_S
+        while True:
+            claim = await self.begin(scope, key, digest)
+            if claim.state != "pending" or time.monotonic() >= deadline:
+                return claim
+            await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, POLL_MAX_S)
+
+    async def finish(self, claim: Claim, status: int, answer: bytes) -> bool:
+        try:
+            stored = await self._scripts.call(
+                "idem_finish", [claim.key], [claim.owner, str(status), answer, self._ttl_ms]
+            )
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"idempotency store failed: {exc}") from exc
+        return int(stored) == 1
+
+    def add_finish(self, pipe: ScriptPipeline, claim: Claim, status: int, answer: bytes) -> None:
+        """`finish` as a call on a caller's pipeline (the gateway batches it)."""
+        pipe.script("idem_finish", [claim.key], [claim.owner, str(status), answer, self._ttl_ms])
+
+    async def aclose(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.aclose()
+        if self._wire is not None:
+            await self._wire.close()
+
+    async def release(self, claim: Claim) -> None:
+        try:
+            await self._scripts.call("idem_release", [claim.key], [claim.owner])
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"idempotency release failed: {exc}") from exc

@@ -1,0 +1,209 @@
+"""Sales: what `PUT /admin/v1/sales/{sale_id}` loads, and what `GET` reports.
+
+A sale is its limits (per-order and per-user maximum, three GCRA rates) and its
+stock per SKU. Fields a definition leaves out come from the `[sales]` settings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from flashgate.admission.errors import AdmissionUnavailable
+from flashgate.admission.keys import SALES_INDEX_KEY, SaleKeys
+from flashgate.order import Name
+from flashgate.redis_scripts.loader import RedisScripts
+from flashgate.settings import SalesSettings
+
+PER_ORDER_MAX_LIMIT = 1_000  # the order schema's own bound on quantity
+SKUS_MAX = 10_000
+
+Units = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+PerSecond = Annotated[float, msgspec.Meta(ge=0, le=10**7)]
+Burst = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+
+
+class RateSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One GCRA limit: `per_second` sustained (0 = no limit), `burst` requests at once."""
+
+    per_second: PerSecond
+    burst: Burst
+
+
+class RatesSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    sale: RateSpec | None = None
+    user: RateSpec | None = None
+    ip: RateSpec | None = None
+
+
+class SaleDefinition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The body of `PUT /admin/v1/sales/{sale_id}`: only `stock` is required."""
+
+    stock: Annotated[dict[Name, Units], msgspec.Meta(min_length=1, max_length=SKUS_MAX)]
+    per_order_max: Annotated[int, msgspec.Meta(ge=1, le=PER_ORDER_MAX_LIMIT)] | None = None
+    per_user_max: Annotated[int, msgspec.Meta(ge=0, le=10**9)] | None = None
+    rates: RatesSpec | None = None
+
+
+class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """A sale's limits with every default resolved; stored flat in Redis."""
+
+    per_order_max: int
+    per_user_max: int
+    sale_rate: float
+    sale_burst: int
+    user_rate: float
+    user_burst: int
+    ip_rate: float
+    ip_burst: int
+
+    @classmethod
+    def resolve(cls, definition: SaleDefinition, defaults: SalesSettings) -> SaleConfig:
+        rates = definition.rates or RatesSpec()
+        sale = rates.sale or RateSpec(defaults.sale_rate_per_s, defaults.sale_burst)
+        user = rates.user or RateSpec(defaults.user_rate_per_s, defaults.user_burst)
+        ip = rates.ip or RateSpec(defaults.ip_rate_per_s, defaults.ip_burst)
+        return cls(
+            per_order_max=(
+                definition.per_order_max
+                if definition.per_order_max is not None
+                else defaults.per_order_max
+            ),
+            per_user_max=(
+                definition.per_user_max
+                if definition.per_user_max is not None
+                else defaults.per_user_max
+            ),
+            sale_rate=sale.per_second,
+            sale_burst=sale.burst,
+            user_rate=user.per_second,
+            user_burst=user.burst,
+            ip_rate=ip.per_second,
+            ip_burst=ip.burst,
+        )
+
+    def as_rates(self) -> dict[str, dict[str, float | int]]:
+        return {
+            "sale": {"per_second": self.sale_rate, "burst": self.sale_burst},
+            "user": {"per_second": self.user_rate, "burst": self.user_burst},
+            "ip": {"per_second": self.ip_rate, "burst": self.ip_burst},
+        }
+
+
+class SkuReport(msgspec.Struct, frozen=True):
+    loaded: int
+    remaining: int
+    reserved: int
+    accepted: int
+
+
+class SaleReport(msgspec.Struct, frozen=True, kw_only=True):
+    sale_id: str
+    per_order_max: int
+    per_user_max: int
+    rates: dict[str, dict[str, float | int]]
+    skus: dict[str, SkuReport]
+    accepted_orders: int
+    accepted_units: int
+    delivered_orders: int
+    pending_reservations: int
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
+    return {_text(k): int(v) for k, v in raw.items()}
+
+
+class SaleStore:
+    """Load sales into Redis and report on them."""
+
+    def __init__(self, scripts: RedisScripts) -> None:
+        self._scripts = scripts
+        self._redis: Redis = scripts.redis
+
+    async def load(
+        self, sale_id: str, definition: SaleDefinition, defaults: SalesSettings
+    ) -> SaleConfig:
+        config = SaleConfig.resolve(definition, defaults)
+        keys = SaleKeys.of(sale_id)
+        try:
+            await self._scripts.call(
+                "load_sale",
+                [keys.config, keys.loaded],
+                [_encoder.encode(config), _encoder.encode(definition.stock)],
+            )
+            await self._redis.sadd(SALES_INDEX_KEY, sale_id)
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"cannot load sale {sale_id}: {exc}") from exc
+        return config
+
+    async def sale_ids(self) -> list[str]:
+        try:
+            return sorted(_text(m) for m in await self._redis.smembers(SALES_INDEX_KEY))
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"cannot list sales: {exc}") from exc
+
+    async def report(self, sale_id: str) -> SaleReport | None:
+        keys = SaleKeys.of(sale_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hgetall(keys.config)
+                pipe.hgetall(keys.loaded)
+                pipe.hgetall(keys.reserved)
+                pipe.hgetall(keys.accepted)
+                pipe.hgetall(keys.counters)
+                pipe.zcard(keys.pending)
+                (
+                    config_raw,
+                    loaded_raw,
+                    reserved_raw,
+                    accepted_raw,
+                    counters_raw,
+                    pending,
+                ) = await pipe.execute()
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"cannot read sale {sale_id}: {exc}") from exc
+        if not config_raw:
+            return None
+        fields = {_text(k): _text(v) for k, v in config_raw.items()}
+        config = SaleConfig(
+            per_order_max=int(fields["per_order_max"]),
+            per_user_max=int(fields["per_user_max"]),
+            sale_rate=float(fields["sale_rate"]),
+            sale_burst=int(fields["sale_burst"]),
+            user_rate=float(fields["user_rate"]),
+            user_burst=int(fields["user_burst"]),
+            ip_rate=float(fields["ip_rate"]),
+            ip_burst=int(fields["ip_burst"]),
+        )
+        loaded, reserved = _ints(loaded_raw), _ints(reserved_raw)
+        accepted, counters = _ints(accepted_raw), _ints(counters_raw)
+        skus = {
+            sku: SkuReport(
+                loaded=units,
+                remaining=max(0, units - accepted.get(sku, 0) - reserved.get(sku, 0)),
+                reserved=reserved.get(sku, 0),
+                accepted=accepted.get(sku, 0),
+            )
+            for sku, units in sorted(loaded.items())
+        }
+        return SaleReport(
+            sale_id=sale_id,
+            per_order_max=config.per_order_max,
+            per_user_max=config.per_user_max,
+            rates=config.as_rates(),
+            skus=skus,
+            accepted_orders=counters.get("accepted_orders", 0),
+            accepted_units=counters.get("accepted_units", 0),
+            delivered_orders=counters.get("delivered_orders", 0),
+            pending_reservations=int(pending),
+        )

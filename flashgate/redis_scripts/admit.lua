@@ -1,0 +1,133 @@
+-- admit: admit a batch of orders for ONE sale; each order is decided as if alone,
+-- in the given order, and the whole batch runs atomically (one Redis call).
+--
+-- Per order, in this order: sale loaded? SKU loaded? quantity <= per_order_max?
+-- enough stock (loaded - accepted - reserved)? per-user limit? then the GCRA rate
+-- limits (sale, user, client IP) are checked together and charged only when all
+-- pass. An admitted order holds a reservation until confirm.lua (Kafka acked) or
+-- release.lua (Kafka failed); an unconfirmed one past its deadline returns to stock
+-- the next time any order of the sale is admitted (or by reap.lua).
+--
+-- KEYS (all share the sale's hash tag {sale:<id>}, so one Redis Cluster slot):
+--   1 config        hash  per_order_max, per_user_max, sale_rate, sale_burst, user_rate,
+--                         user_burst, ip_rate, ip_burst (rates per second; 0 = no limit;
+--                         bursts in requests)
+--   2 loaded        hash  sku -> units loaded for sale
+--   3 reserved      hash  sku -> units held by pending reservations
+--   4 accepted      hash  sku -> units confirmed (in Kafka)
+--   5 pending       zset  reservation id -> deadline (ms since the epoch)
+--   6 reservations  hash  reservation id -> "sku<TAB>quantity<TAB>user"
+--   7 bought        hash  user -> units reserved or accepted
+--   8 counters      hash  (unused here)
+--   9 reaped        zset  reservation id -> when it was returned to stock (ms), kept a day
+--                         so a late confirm knows the units must be taken again
+--  10 sale TAT      string  GCRA theoretical arrival time of the sale limiter (ms)
+--   then two per order i: 10+2i-1 user TAT, 10+2i client-IP TAT
+-- ARGV: 1 now in ms ("" = the Redis server's clock), 2 reservation TTL (ms),
+--   3 at most this many expired reservations are returned to stock first,
+--   4 n orders, then four per order: reservation id, sku, quantity, user
+-- Returns one array per order:
+--   {"ok", remaining, per_order_max}        {"unknown_sale"}    {"unknown_sku"}
+--   {"sold_out", remaining, per_order_max}  {"quantity", per_order_max}
+--   {"purchase_limit", per_user_max, bought}
+--   {"rate_limited", "sale"|"user"|"ip", retry_after_ms, burst, rate}
+
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+end
+local ttl_ms = tonumber(ARGV[2])
+local n = tonumber(ARGV[4])
+
+-- Return expired reservations to stock (same loop as reap.lua; scripts cannot share code).
+local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+for _, id in ipairs(expired) do
+  local r = redis.call('HGET', KEYS[6], id)
+  if r then
+    local sku, qty, user = string.match(r, '^(.-)\t(%d+)\t(.*)$')
+    redis.call('HINCRBY', KEYS[3], sku, -tonumber(qty))
+    if redis.call('HINCRBY', KEYS[7], user, -tonumber(qty)) <= 0 then
+      redis.call('HDEL', KEYS[7], user)
+    end
+    redis.call('HDEL', KEYS[6], id)
+    redis.call('ZADD', KEYS[9], now, id)
+  end
+  redis.call('ZREM', KEYS[5], id)
+end
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - 86400000)
+end
+
+local results = {}
+local cfg = redis.call('HMGET', KEYS[1], 'per_order_max', 'per_user_max', 'sale_rate',
+  'sale_burst', 'user_rate', 'user_burst', 'ip_rate', 'ip_burst')
+if not cfg[1] then
+  for i = 1, n do results[i] = {'unknown_sale'} end
+  return results
+end
+local per_order_max = tonumber(cfg[1])
+local per_user_max = tonumber(cfg[2])
+local limits = {
+  {'sale', tonumber(cfg[3]), tonumber(cfg[4])},
+  {'user', tonumber(cfg[5]), tonumber(cfg[6])},
+  {'ip', tonumber(cfg[7]), tonumber(cfg[8])},
+}
+
+-- GCRA: the new theoretical arrival time if allowed, else nil and the wait in ms.
+local function gcra(key, rate, burst)
+  if rate <= 0 then return 0, 0 end
+  local interval = 1000 / rate
+  local tat = tonumber(redis.call('GET', key)) or now
+  if tat < now then tat = now end
+  local new_tat = tat + interval
+  local allow_at = new_tat - interval * burst
+  if allow_at > now then return nil, allow_at - now end
+  return new_tat, 0
+end
+
+for i = 1, n do
+  local base = 4 + (i - 1) * 4
+  local id, sku, qty, user = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4]
+  local loaded = tonumber(redis.call('HGET', KEYS[2], sku))
+  if not loaded then
+    results[i] = {'unknown_sku'}
+  elseif qty > per_order_max then
+    results[i] = {'quantity', per_order_max}
+  else
+    local available = loaded - (tonumber(redis.call('HGET', KEYS[4], sku)) or 0)
+      - (tonumber(redis.call('HGET', KEYS[3], sku)) or 0)
+    local bought = tonumber(redis.call('HGET', KEYS[7], user)) or 0
+    if available < qty then
+      results[i] = {'sold_out', math.max(available, 0), per_order_max}
+    elseif per_user_max > 0 and bought + qty > per_user_max then
+      results[i] = {'purchase_limit', per_user_max, bought}
+    else
+      local tat_keys = {KEYS[10], KEYS[10 + 2 * i - 1], KEYS[10 + 2 * i]}
+      local new_tats = {}
+      local denied, wait = nil, 0
+      for j = 1, 3 do
+        local new_tat, w = gcra(tat_keys[j], limits[j][2], limits[j][3])
+        new_tats[j] = new_tat
+        if not new_tat and w > wait then denied, wait = j, w end
+      end
+      if denied then
+        results[i] = {'rate_limited', limits[denied][1], tostring(math.ceil(wait)),
+          tostring(limits[denied][3]), tostring(limits[denied][2])}
+      else
+        for j = 1, 3 do
+          if new_tats[j] > 0 then
+            redis.call('SET', tat_keys[j], string.format('%.3f', new_tats[j]),
+              'PX', math.ceil(new_tats[j] - now) + 1)
+          end
+        end
+        redis.call('HINCRBY', KEYS[3], sku, qty)
+        redis.call('HINCRBY', KEYS[7], user, qty)
+        redis.call('ZADD', KEYS[5], now + ttl_ms, id)
+        redis.call('HSET', KEYS[6], id, sku .. '\t' .. qty .. '\t' .. user)
+        results[i] = {'ok', available - qty, per_order_max}
+      end
+    end
+  end
+end
+return results

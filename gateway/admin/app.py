@@ -1,0 +1,55 @@
+"""The admin listener's ASGI app: every route requires the admin bearer token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from flashgate.admission import admitter as admitter_module
+from flashgate.admission.sales import SaleStore
+from flashgate.drain.control import DrainControl
+from flashgate.redis_scripts.loader import RedisScripts
+from flashgate.settings import Settings
+from gateway.admin.drain import get_drain, put_drain
+from gateway.admin.sales import get_sale, put_sale
+from gateway.app import create_gateway_redis
+from gateway.auth import BearerAuth
+from gateway.problems import ApiError, api_error_handler, http_error_handler, internal_error_handler
+from gateway.soldout import SoldOutCache
+
+
+def create_admin_app(settings: Settings, token: str, sold_out: SoldOutCache) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        redis = create_gateway_redis(settings.redis)
+        app.state.redis = redis
+        app.state.sales = SaleStore(RedisScripts(redis, admitter_module.SCRIPTS))
+        app.state.drain_control = DrainControl(redis, settings.drain.group_id)
+        try:
+            yield
+        finally:
+            await redis.aclose()
+
+    app = Starlette(
+        routes=[
+            Route("/admin/v1/sales/{sale_id}", put_sale, methods=["PUT"]),
+            Route("/admin/v1/sales/{sale_id}", get_sale, methods=["GET"]),
+            Route("/admin/v1/drain", get_drain, methods=["GET"]),
+            Route("/admin/v1/drain", put_drain, methods=["PUT"]),
+        ],
+        middleware=[Middleware(BearerAuth, tokens=[token], prefix="/", required=True)],
+        exception_handlers={
+            ApiError: api_error_handler,
+            HTTPException: http_error_handler,
+            Exception: internal_error_handler,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.sold_out = sold_out
+    return app

@@ -1,0 +1,124 @@
+"""Prometheus metrics of one gateway process, in its own registry (no globals).
+
+- `flashgate_gateway_requests_total{route,status}`: answers by route and HTTP status
+- `flashgate_admission_decisions_total{decision}`: why orders were accepted or refused
+- `flashgate_gateway_produce_seconds`: produce-to-acknowledgement latency (histogram)
+- `flashgate_gateway_in_flight`: requests being handled now
+- `flashgate_admission_batch_size`: orders per admission call to Redis (histogram)
+- `flashgate_gateway_redis_seconds{step}`: time a request waits for admission / settling
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+PRODUCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._requests = Counter(
+            "flashgate_gateway_requests",
+            "HTTP answers by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self._decisions = Counter(
+            "flashgate_admission_decisions",
+            "Admission decisions by reason",
+            ["decision"],
+            registry=self.registry,
+        )
+        self.produce_seconds = Histogram(
+            "flashgate_gateway_produce_seconds",
+            "Time from produce to Kafka's acknowledgement",
+            buckets=PRODUCE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "flashgate_gateway_in_flight", "Requests being handled", registry=self.registry
+        )
+        self.batch_size = Histogram(
+            "flashgate_admission_batch_size",
+            "Orders per admission call to Redis",
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        redis_seconds = Histogram(
+            "flashgate_gateway_redis_seconds",
+            "Time a request waits on Redis, by step (admit, settle)",
+            ["step"],
+            buckets=PRODUCE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.admit_seconds = redis_seconds.labels("admit")
+        self.settle_seconds = redis_seconds.labels("settle")
+        # labels() takes a lock and a dict lookup; cache the children.
+        self._request_children: dict[tuple[str, int], Counter] = {}
+        self._decision_children: dict[str, Counter] = {}
+
+    def request(self, route: str, status: int) -> None:
+        child = self._request_children.get((route, status))
+        if child is None:
+            child = self._requests.labels(route, str(status))
+            self._request_children[(route, status)] = child
+        child.inc()
+
+    def decision(self, decision: str) -> None:
+        child = self._decision_children.get(decision)
+        if child is None:
+            child = self._decisions.labels(decision)
+            self._decision_children[decision] = child
+        child.inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def route_label(path: str) -> str:
+    """A bounded label for a path (ids and junk paths must not explode the series)."""
+    if path == "/v1/orders":
+        return "/v1/orders"
+    if path.startswith("/v1/orders/"):
+        return "/v1/orders/{order_id}"
+    if path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
+        return path
+    return "other"
+
+
+class MetricsMiddleware:
+    """Count every answer by route and status, and track requests in flight."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.request(route_label(scope["path"]), status)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: GatewayMetrics = request.app.state.metrics
+    return Response(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -1,0 +1,110 @@
+"""The gateway's Kafka producer: `send()` returns a future of the broker's acknowledgement.
+
+librdkafka runs its own I/O threads; one thread of ours polls for delivery
+reports. The reports of one `poll()` are handed to the event loop together,
+in one `call_soon_threadsafe`, so a busy gateway wakes its loop once per poll
+rather than once per order. `send()` is a plain method returning a future:
+no task per request. The producer is idempotent with acks=all (see
+`flashgate.kafka.config`), and `message.timeout.ms` bounds every future.
+
+Measured against confluent-kafka's asyncio producer (`confluent_kafka.aio`,
+which in 2.16 refuses `headers`) in loadtest/b5_produce.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from flashgate.errors import KafkaUnavailable, ProducerQueueFull
+from flashgate.kafka.producer import DeliveredRecord
+
+Headers = list[tuple[str, str | bytes | None]]
+Report = tuple["asyncio.Future[DeliveredRecord]", KafkaError | None, Message]
+
+
+class OrderProducer:
+    def __init__(self, config: dict[str, Any], poll_interval_s: float = 0.1) -> None:
+        self._producer = Producer(config)
+        self._poll_interval_s = poll_interval_s
+        self._reports: deque[Report] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._poller.start()
+
+    def _poll_loop(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(self._poll_interval_s)
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        # Runs in the polling (or flushing) thread: one loop wake-up per batch of reports.
+        if not self._reports or self._loop is None:
+            return
+        batch = []
+        while self._reports:
+            batch.append(self._reports.popleft())
+        # A closed loop means nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_settle_all, batch)
+
+    def _on_delivery(
+        self, future: asyncio.Future[DeliveredRecord], err: KafkaError | None, msg: Message
+    ) -> None:
+        self._reports.append((future, err, msg))
+
+    def send(
+        self, topic: str, value: bytes, key: bytes, headers: Headers
+    ) -> asyncio.Future[DeliveredRecord]:
+        """Enqueue one record; the future resolves once every in-sync replica has it."""
+        assert self._loop is not None, "start() the producer first"
+        future: asyncio.Future[DeliveredRecord] = self._loop.create_future()
+        try:
+            self._producer.produce(
+                topic,
+                value=value,
+                key=key,
+                headers=headers,
+                on_delivery=partial(self._on_delivery, future),
+            )
+        except BufferError as exc:
+            raise ProducerQueueFull("producer queue is full") from exc
+        return future
+
+    def close(self, timeout_s: float = 10.0) -> int:
+        """Stop polling, flush what is queued; return how many records are undelivered."""
+        self._closed.set()
+        if self._poller.is_alive():
+            self._poller.join(timeout=self._poll_interval_s * 10)
+        remaining = int(self._producer.flush(timeout_s))
+        self._hand_over()
+        return remaining
+
+    def cluster_reachable(self, timeout_s: float = 1.0) -> bool:
+        try:
+            self._producer.list_topics(timeout=timeout_s)
+        except Exception:
+            return False
+        return True
+
+
+def _settle_all(batch: list[Report]) -> None:
+    for future, err, msg in batch:
+        if future.done():  # the request gave up (timeout, cancelled): nothing to tell
+            continue
+        if err is not None:
+            future.set_exception(KafkaUnavailable(f"Kafka refused the record: {err.str()}"))
+        else:
+            future.set_result(
+                DeliveredRecord(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+            )

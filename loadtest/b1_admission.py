@@ -1,0 +1,197 @@
+"""B1, admission efficiency: accepted orders/s through the full path (validate + Redis +
+Kafka ack) divided by requests/s of a bare Starlette endpoint on the same Hypercorn
+settings and the same load generator (wrk), with p50/p99 and the servers' CPU.
+
+Self-contained: starts Redis, a Kafka broker and every server on free loopback ports,
+runs the rows interleaved (round-robin, `--runs` times), prints one JSON summary with
+medians and ratios, and stops everything.
+
+    .venv/bin/python loadtest/b1_admission.py --quick          # ~1 min, 3 s runs
+    .venv/bin/python loadtest/b1_admission.py                  # 10 s runs x 3, medians
+
+Rows:
+  bare              bare Starlette POST on Hypercorn (the denominator)
+  gateway           the full path with default settings
+  gateway-redispy   batched, but the batches go through redis-py (`admission_lean_wire = false`)
+  gateway-nobatch   `admission_batching = false`: one redis-py call per step and request
+  gateway-idem      the full path with a unique Idempotency-Key on every request
+  soldout-flag      a sold-out rush (every answer 409) with the local sold-out memory
+  soldout-noflag    the same with `sold_out_cache_ms = 0` (Redis answers every 409)
+  bare-uvicorn / gateway-uvicorn   the same app on uvicorn + httptools (if installed)
+Then the gateway is run again at 80 % of its measured maximum (paced wrk) for p50/p99.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import REPO, Stack, cpu_seconds, wrk
+
+from flashgate.admission import admitter as admitter_module
+from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleStore
+from flashgate.redis_scripts.loader import RedisScripts
+from flashgate.settings import SalesSettings
+from flashgate.stack.ports import free_port
+
+SCRIPT = REPO / "loadtest" / "wrk" / "post_order.lua"
+OPEN = RateSpec(per_second=0, burst=1)
+
+
+async def _load_sales(redis_url: str) -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(redis_url)
+    try:
+        store = SaleStore(RedisScripts(redis, admitter_module.SCRIPTS))
+        rates = RatesSpec(sale=OPEN, user=OPEN, ip=OPEN)
+        await store.load("bench", SaleDefinition(stock={"SKU-1": 10**12}, rates=rates),
+                         SalesSettings())  # fmt: skip
+        await store.load("gone", SaleDefinition(stock={"SKU-1": 0}, rates=rates), SalesSettings())
+    finally:
+        await redis.aclose()
+
+
+def _rows(stack: Stack, names: list[str]) -> dict[str, dict[str, Any]]:
+    """Start one server per row; return name -> {url, pid, env for wrk}."""
+    python = sys.executable
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        port = free_port()
+        wrk_env: dict[str, str] = {}
+        if name in ("bare", "bare-uvicorn"):
+            server = "uvicorn" if name.endswith("uvicorn") else "hypercorn"
+            argv = [python, str(REPO / "loadtest" / "bare_app.py"), "--port", str(port),
+                    "--server", server]  # fmt: skip
+            process = stack.start(name, argv, port)
+        elif name == "gateway-uvicorn":
+            argv = [python, str(REPO / "loadtest" / "serve_uvicorn.py")]
+            process = stack.start(name, argv, port, FLASHGATE_GATEWAY_PORT=str(port))
+        else:
+            overrides = {
+                "gateway-nobatch": {"FLASHGATE_GATEWAY_ADMISSION_BATCHING": "false"},
+                "gateway-redispy": {"FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE": "false"},
+                "soldout-noflag": {"FLASHGATE_GATEWAY_SOLD_OUT_CACHE_MS": "0"},
+            }.get(name, {})
+            process, port, _ = stack.start_gateway(**overrides)
+            if name == "gateway-idem":
+                wrk_env["IDEMPOTENCY"] = "1"
+            if name.startswith("soldout"):
+                wrk_env["SALE"] = "gone"
+        rows[name] = {"url": f"http://127.0.0.1:{port}/v1/orders", "pid": process.pid,
+                      "env": wrk_env}  # fmt: skip
+    return rows
+
+
+def _measure(row: dict[str, Any], seconds: float, connections: int,
+             extra_env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    env = {**row["env"], **(extra_env or {}), "CONNECTIONS": str(connections)}
+    cpu_before = cpu_seconds(row["pid"])
+    result = wrk(row["url"], script=SCRIPT, seconds=seconds, connections=connections, env=env)
+    cpu = cpu_seconds(row["pid"]) - cpu_before
+    statuses = {int(k): v for k, v in result["statuses"].items()}
+    good = statuses.get(202, 0) if row["env"].get("SALE") != "gone" else statuses.get(409, 0)
+    result["good_per_s"] = round(good / result["duration_s"], 1)
+    result["server_cpu_share"] = round(cpu / result["duration_s"], 3)
+    result["server_cpu_us_per_req"] = round(cpu / max(1, result["requests"]) * 1e6, 1)
+    return result
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ["req_per_s", "good_per_s", "p50_ms", "p99_ms", "server_cpu_share",
+            "server_cpu_us_per_req"]  # fmt: skip
+    return {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s runs, 1 round")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3, help="rounds (medians are reported)")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rows", help="comma-separated subset of rows")
+    args = parser.parse_args()
+    seconds, runs = (3.0, 1) if args.quick else (args.seconds, args.runs)
+    names = ["bare", "gateway", "gateway-redispy", "gateway-nobatch", "gateway-idem",
+             "soldout-flag", "soldout-noflag"]  # fmt: skip
+    if importlib.util.find_spec("uvicorn") is not None:
+        names += ["bare-uvicorn", "gateway-uvicorn"]
+    if args.rows:
+        names = [n for n in args.rows.split(",") if n]
+
+    with Stack() as stack:
+        assert stack.redis is not None
+        asyncio.run(_load_sales(stack.redis.url))
+        rows = _rows(stack, names)
+        for row in rows.values():  # warm up: connections, JIT-free but caches and Kafka
+            _measure(row, 1.0, args.connections)
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+        for _ in range(runs):
+            for name in names:
+                results[name].append(_measure(rows[name], seconds, args.connections))
+        medians = {name: _median(r) for name, r in results.items()}
+        at_80: dict[str, Any] = {}
+        if "gateway" in rows:
+            target = 0.8 * medians["gateway"]["good_per_s"]
+            paced = _measure(rows["gateway"], seconds, args.connections,
+                             {"RATE": str(round(target))})  # fmt: skip
+            at_80 = {"target_req_per_s": round(target), **_median([paced])}
+
+    def ratio(a: str, b: str, key: str = "good_per_s") -> float | None:
+        if a in medians and b in medians and medians[b]["req_per_s"]:
+            return round(medians[a][key] / medians[b]["req_per_s"], 3)
+        return None
+
+    def cpu_ratio(a: str, b: str) -> float | None:
+        # bare's server CPU per request / the row's: what throughput ratio a CPU-bound
+        # server would reach; steadier than req/s on a shared machine.
+        if a in medians and b in medians and medians[a]["server_cpu_us_per_req"]:
+            return round(
+                medians[b]["server_cpu_us_per_req"] / medians[a]["server_cpu_us_per_req"], 3
+            )
+        return None
+
+    summary = {
+        "benchmark": "B1 admission efficiency",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "seconds_per_run": seconds,
+        "runs": runs,
+        "connections": args.connections,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "medians": medians,
+        "ratios": {
+            "B1 gateway/bare": ratio("gateway", "bare"),
+            "gateway-redispy/bare": ratio("gateway-redispy", "bare"),
+            "gateway-nobatch/bare": ratio("gateway-nobatch", "bare"),
+            "gateway-idem/bare": ratio("gateway-idem", "bare"),
+            "soldout-flag/bare": ratio("soldout-flag", "bare"),
+            "soldout-noflag/bare": ratio("soldout-noflag", "bare"),
+            "bare-uvicorn/bare": ratio("bare-uvicorn", "bare", "req_per_s"),
+            "gateway-uvicorn/bare-uvicorn": ratio("gateway-uvicorn", "bare-uvicorn"),
+            "gateway-uvicorn/bare": ratio("gateway-uvicorn", "bare"),
+        },
+        "cpu_per_request_ratios": {
+            name: cpu_ratio(name, "bare-uvicorn" if name == "gateway-uvicorn" else "bare")
+            for name in names
+            if name not in ("bare", "bare-uvicorn")
+        },
+        "gateway_at_80pct": at_80,
+        "all_runs": results,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""What the benchmarks start: Redis, one Kafka broker and flashgate processes on free
+loopback ports, under a temporary directory, all stopped on exit.
+
+Used by b1_admission.py and b5_produce.py, so each is one self-contained command.
+The broker and Redis are started the same way as the test fixtures start them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from flashgate.kafka.topics import ensure_topics, wait_for_broker  # noqa: E402
+from flashgate.settings import load_settings  # noqa: E402
+from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id  # noqa: E402
+from flashgate.stack.kafka_jars import ensure_kafka_jars  # noqa: E402
+from flashgate.stack.ports import free_port, wait_for_port  # noqa: E402
+from flashgate.stack.process import ManagedProcess  # noqa: E402
+from flashgate.stack.redis_server import RedisServer  # noqa: E402
+
+ADMIN_TOKEN = "loadtest-admin-token"
+
+
+class Stack(AbstractContextManager["Stack"]):
+    def __init__(self, *, kafka: bool = True, partitions: int = 6, keep: bool = False) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="flashgate-bench-"))
+        self.keep = keep
+        self.with_kafka = kafka
+        self.partitions = partitions
+        self.redis: RedisServer | None = None
+        self.broker: KafkaBroker | None = None
+        self.processes: list[ManagedProcess] = []
+        self.topic = f"orders-{uuid.uuid4().hex[:8]}"
+
+    def __enter__(self) -> Stack:
+        try:
+            self.redis = RedisServer(free_port(), self.root / "redis", appendonly=False)
+            self.redis.start(self.root / "redis.log")
+            self.redis.wait_listening()
+            if self.with_kafka:
+                libs = ensure_kafka_jars(REPO / ".cache" / "kafka-4.3.1")
+                self.broker = KafkaBroker(
+                    BrokerSpec(1, free_port(), free_port()),
+                    data_dir=self.root / "kafka",
+                    libs_dir=libs,
+                    heap_mb=512,
+                    cluster_id=new_cluster_id(libs),
+                )
+                self.broker.format_storage()
+                self.broker.start(self.root / "kafka.log")
+                self.broker.wait_listening(90)
+                settings = load_settings(environ=self.variables())
+                wait_for_broker(settings.kafka, 90)
+                ensure_topics(settings.kafka)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for process in reversed(self.processes):
+            process.stop(timeout_s=20)
+        self.processes.clear()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.redis is not None:
+            self.redis.stop()
+        if not self.keep:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap if self.broker else "127.0.0.1:1"
+
+    def variables(self, **overrides: str) -> dict[str, str]:
+        assert self.redis is not None
+        config = self.root / "flashgate.toml"
+        config.touch()
+        variables = {
+            "FLASHGATE_CONFIG": str(config),
+            "FLASHGATE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "FLASHGATE_KAFKA_ORDERS_TOPIC": self.topic,
+            "FLASHGATE_KAFKA_DLQ_TOPIC": self.topic + ".dlq",
+            "FLASHGATE_KAFKA_PARTITIONS": str(self.partitions),
+            "FLASHGATE_REDIS_URL": self.redis.url,
+            "FLASHGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "FLASHGATE_STACK_STATE_DIR": str(self.root / "state"),
+        }
+        variables.update(overrides)
+        return variables
+
+    def start(self, name: str, argv: list[str], port: int, **overrides: str) -> ManagedProcess:
+        import os
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
+        env.update(self.variables(**overrides))
+        process = ManagedProcess(
+            name, argv, log_path=self.root / f"{name}-{len(self.processes)}.log", env=env, cwd=REPO
+        )
+        process.start()
+        self.processes.append(process)
+        try:
+            wait_for_port(name, "127.0.0.1", port, 30)
+        except Exception as exc:
+            raise RuntimeError(f"{name} did not start:\n{process.log_tail(40)}") from exc
+        return process
+
+    def start_gateway(self, **overrides: str) -> tuple[ManagedProcess, int, int]:
+        port, admin_port = free_port(), free_port()
+        process = self.start(
+            "gateway",
+            [sys.executable, "-m", "gateway.main"],
+            port,
+            FLASHGATE_GATEWAY_PORT=str(port),
+            FLASHGATE_ADMIN_PORT=str(admin_port),
+            **overrides,
+        )
+        wait_for_port("admin", "127.0.0.1", admin_port, 30)
+        return process, port, admin_port
+
+    def stop(self, process: ManagedProcess) -> None:
+        process.stop(timeout_s=20)
+        self.processes.remove(process)
+
+
+def load_sale(admin_port: int, sale_id: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{admin_port}/admin/v1/sales/{sale_id}",
+        data=json.dumps(body).encode(),
+        method="PUT",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wrk(url: str, *, script: Path, seconds: float, connections: int = 64, threads: int = 1,
+        env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run wrk with a Lua script that prints one JSON line of results; return it."""
+    import os
+
+    command = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+        "-s", str(script), url,
+    ]  # fmt: skip
+    started = time.monotonic()
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+    for line in result.stdout.splitlines():
+        if line.startswith("{"):
+            summary: dict[str, Any] = json.loads(line)
+            summary["wall_s"] = round(time.monotonic() - started, 2)
+            return summary
+    raise RuntimeError(f"wrk printed no summary:\n{result.stdout}\n{result.stderr}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    import os
+
+    return ticks / os.sysconf("SC_CLK_TCK")

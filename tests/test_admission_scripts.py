@@ -1,0 +1,339 @@
+"""Admission scripts against a real Redis: every verdict, reservations, GCRA accuracy.
+
+Time is injected (the scripts take `now` in ms), so rate-limit tests are exact
+and need no sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+
+from flashgate.admission import admitter as admitter_module
+from flashgate.admission.admitter import Admitter, Reservation, Verdict
+from flashgate.admission.idempotency import IdempotencyStore
+from flashgate.admission.keys import SaleKeys
+from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleStore
+from flashgate.ids import new_order_id
+from flashgate.redis_scripts.loader import RedisScripts
+from flashgate.redis_scripts.wire import RespConnection, pack_command
+from flashgate.settings import SalesSettings
+from flashgate.stack.ports import free_port
+from flashgate.stack.redis_server import RedisServer
+
+T = TypeVar("T")
+NO_LIMIT = RateSpec(per_second=0, burst=1)
+OPEN = RatesSpec(sale=NO_LIMIT, user=NO_LIMIT, ip=NO_LIMIT)
+TTL_MS = 30_000
+
+
+class Clock:
+    def __init__(self, start_ms: float = 1_700_000_000_000.0) -> None:
+        self.now = start_ms
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, url: str, clock: Clock, batching: bool, wire: bool = False) -> None:
+        self.redis = Redis.from_url(url)
+        self.scripts = RedisScripts(
+            self.redis, (*admitter_module.SCRIPTS, "idem_begin", "idem_finish", "idem_release")
+        )
+        self.sales = SaleStore(self.scripts)
+        self.wire = self.scripts.wire() if wire else None
+        self.admitter = Admitter(
+            self.scripts,
+            reservation_ttl_ms=TTL_MS,
+            batching=batching,
+            now_ms=clock,
+            wire=self.wire,
+        )
+        self.clock = clock
+
+    async def load(self, sale_id: str = "s1", **fields: Any) -> None:
+        fields.setdefault("rates", OPEN)
+        fields.setdefault("stock", {"A": 10})
+        await self.sales.load(sale_id, SaleDefinition(**fields), SalesSettings())
+
+    async def admit(
+        self, sku: str = "A", quantity: int = 1, user: str = "u1", ip: str = "1.1.1.1",
+        sale_id: str = "s1",
+    ) -> tuple[Reservation, Verdict]:  # fmt: skip
+        reservation = Reservation(new_order_id(), sale_id, sku, quantity, user)
+        return reservation, await self.admitter.admit(reservation, ip)
+
+    async def remaining(self, sale_id: str = "s1", sku: str = "A") -> int:
+        report = await self.sales.report(sale_id)
+        assert report is not None
+        return report.skus[sku].remaining
+
+
+@pytest.fixture
+def run(redis_server: RedisServer) -> Iterator[Callable[[Callable[[Harness], Awaitable[T]]], T]]:
+    def runner(
+        body: Callable[[Harness], Awaitable[T]], batching: bool = False, wire: bool = False
+    ) -> T:
+        async def main() -> T:
+            harness = Harness(redis_server.url, Clock(), batching, wire)
+            try:
+                return await body(harness)
+            finally:
+                await harness.admitter.aclose()
+                await harness.redis.flushdb()
+                await harness.redis.aclose()
+
+        return asyncio.run(main())
+
+    yield runner
+
+
+def test_each_verdict(run: Any) -> None:
+    async def body(h: Harness) -> None:
+        _, verdict = await h.admit(sale_id="nope")
+        assert verdict.reason == "unknown_sale"
+        await h.load(stock={"A": 3}, per_order_max=2, per_user_max=3)
+        assert (await h.admit(sku="B"))[1].reason == "unknown_sku"
+        assert (await h.admit(quantity=3))[1] == Verdict("quantity", limit=2)
+        assert (await h.admit(quantity=2))[1] == Verdict("ok", remaining=1, limit=2)
+        assert (await h.admit(quantity=2, user="u2"))[1] == Verdict("sold_out", 1, limit=2)
+        assert (await h.admit(quantity=1))[1] == Verdict("ok", remaining=0, limit=2)
+        await h.load(stock={"A": 10}, per_order_max=2, per_user_max=3)
+        assert (await h.admit(quantity=1))[1] == Verdict("purchase_limit", limit=3, bought=3)
+        assert (await h.admit(quantity=1, user="u2"))[1].reason == "ok"
+
+    run(body)
+
+
+def test_rate_limits_name_the_limiter_and_the_wait(run: Any) -> None:
+    async def body(h: Harness) -> None:
+        rates = RatesSpec(
+            sale=RateSpec(per_second=100, burst=50),
+            user=RateSpec(per_second=1, burst=2),
+            ip=RateSpec(per_second=10, burst=3),
+        )
+        await h.load(stock={"A": 1000}, rates=rates)
+        assert (await h.admit(user="a"))[1].admitted
+        assert (await h.admit(user="a"))[1].admitted
+        _, verdict = await h.admit(user="a")
+        assert (verdict.reason, verdict.limiter) == ("rate_limited", "user")
+        assert verdict.retry_after_ms == 1000
+        assert (verdict.burst, verdict.rate_per_s) == (2, 1.0)
+        assert (await h.admit(user="b"))[1].admitted  # the IP's third request
+        _, verdict = await h.admit(user="c")
+        assert (verdict.limiter, verdict.retry_after_ms) == ("ip", 100)
+        # A refused request is not charged: after 100 ms the IP has room for one.
+        h.clock.now += 100
+        assert (await h.admit(user="c"))[1].admitted
+        # Another IP is not limited by the first one's budget.
+        assert (await h.admit(user="d", ip="2.2.2.2"))[1].admitted
+
+    run(body)
+
+
+@pytest.mark.parametrize(("rate", "burst", "seconds"), [(100.0, 20, 10), (1000.0, 500, 2)])
+def test_gcra_admits_rate_times_time_plus_burst(
+    run: Any, rate: float, burst: int, seconds: int
+) -> None:
+    async def body(h: Harness) -> int:
+        rates = RatesSpec(sale=RateSpec(per_second=rate, burst=burst), user=NO_LIMIT, ip=NO_LIMIT)
+        await h.load(stock={"A": 10**9}, rates=rates)
+        admitted = 0
+        step_ms = 1000 / (rate * 4)  # offered 4x the rate
+        start = h.clock.now
+        while h.clock.now - start < seconds * 1000:
+            admitted += (await h.admit(user=f"u{admitted}"))[1].admitted
+            h.clock.now += step_ms
+        return admitted
+
+    admitted = run(body)
+    expected = rate * seconds + burst
+    assert abs(admitted - expected) <= 0.02 * expected, (admitted, expected)
+
+
+def test_expired_reservations_return_to_stock_and_late_confirm_counts(run: Any) -> None:
+    async def body(h: Harness) -> None:
+        await h.load(stock={"A": 2})
+        first, verdict = await h.admit()
+        assert verdict == Verdict("ok", remaining=1, limit=10)
+        second, _ = await h.admit()
+        assert (await h.admit())[1].reason == "sold_out"
+        # The gateway that held both died: after the TTL they return to stock.
+        h.clock.now += TTL_MS + 1
+        assert await h.admitter.reap("s1") == 2
+        assert await h.remaining() == 2
+        assert (await h.admit())[1] == Verdict("ok", remaining=1, limit=10)
+        # A late confirm of `first` counts it (it is in Kafka) and takes its unit again.
+        assert await h.admitter.confirm([first]) == [False]
+        assert await h.remaining() == 0
+        h.clock.now += TTL_MS + 1
+        # Admission itself returns expired reservations first, without a reaper.
+        assert (await h.admit())[1] == Verdict("ok", remaining=0, limit=10)
+        assert await h.admitter.confirm([first]) == [True]  # idempotent: counted once
+        report = await h.sales.report("s1")
+        assert report is not None
+        assert report.accepted_orders == 1
+        assert report.skus["A"].accepted == 1
+        assert second.sku == "A"
+
+    run(body)
+
+
+def test_confirm_and_release(run: Any) -> None:
+    async def body(h: Harness) -> None:
+        await h.load(stock={"A": 5, "B": 5}, per_user_max=4)
+        a, _ = await h.admit(quantity=2)
+        b, _ = await h.admit(sku="B", quantity=2)
+        assert await h.admitter.confirm([a]) == [True]
+        assert await h.admitter.release([b]) == 1
+        assert await h.admitter.release([b]) == 0  # safe to repeat
+        report = await h.sales.report("s1")
+        assert report is not None
+        assert report.skus["A"].remaining == 3 and report.skus["A"].accepted == 2
+        assert report.skus["B"].remaining == 5 and report.skus["B"].reserved == 0
+        assert report.pending_reservations == 0
+        # The released units no longer count against the user's limit.
+        assert (await h.admit(sku="B", quantity=2))[1].admitted
+
+    run(body)
+
+
+def test_reload_keeps_what_is_sold(run: Any) -> None:
+    async def body(h: Harness) -> None:
+        await h.load(stock={"A": 5, "B": 1})
+        sold, _ = await h.admit(quantity=3)
+        await h.admitter.confirm([sold])
+        await h.load(stock={"A": 4})
+        assert await h.remaining() == 1
+        assert (await h.admit(sku="B"))[1].reason == "unknown_sku"
+        await h.load(stock={"A": 2})  # below what is sold: nothing left, never negative
+        assert await h.remaining() == 0
+        assert (await h.admit())[1] == Verdict("sold_out", remaining=0, limit=10)
+
+    run(body)
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["redis-py", "wire"])
+def test_batched_admission_matches_one_by_one(run: Any, wire: bool) -> None:
+    async def body(h: Harness) -> list[str]:
+        await h.load(stock={"A": 30}, per_user_max=3)
+        await h.load("s2", stock={"A": 5})
+        users = [f"u{i % 7}" for i in range(60)]
+        answers = await asyncio.gather(
+            *(h.admit(user=u, sale_id="s1" if i % 3 else "s2") for i, u in enumerate(users))
+        )
+        assert h.admitter.batcher is not None
+        assert h.admitter.batcher.batches < len(users)
+        return [verdict.reason for _, verdict in answers]
+
+    reasons = run(body, batching=True, wire=wire)
+    s1 = [r for i, r in enumerate(reasons) if i % 3]
+    s2 = [r for i, r in enumerate(reasons) if not i % 3]
+    assert s1.count("ok") == 21 and s1.count("purchase_limit") == 19  # 7 users x 3
+    assert s2.count("ok") == 5 and s2.count("sold_out") == 15
+
+
+@pytest.mark.parametrize("wire", [False, True], ids=["redis-py", "wire"])
+def test_scripts_reload_after_script_flush(run: Any, wire: bool) -> None:
+    async def body(h: Harness) -> None:
+        await h.load()
+        await h.redis.script_flush()
+        assert (await h.admit())[1].admitted
+        await h.redis.script_flush()
+        pipe = h.scripts.pipeline(h.wire)
+        pipe.command("PING")
+        pipe.script("reap", SaleKeys.of("s1").core, ["", "10"])
+        # The injected clock is years behind the server's: the reservation is long expired.
+        # redis-py applies its reply callbacks (PING -> True); the wire gives raw replies.
+        assert await pipe.execute() == ["PONG" if wire else True, 1]
+
+    run(body, wire=wire)
+
+
+def test_idempotency_claims(run: Any) -> None:
+    async def body(h: Harness) -> None:
+        store = IdempotencyStore(h.scripts, ttl_s=60, pending_ttl_s=5)
+        claim = await store.begin("anon", "k1", "d1")
+        assert claim.state == "new"
+        assert (await store.begin("anon", "k1", "d2")).state == "reused"
+        assert (await store.wait("anon", "k1", "d1", timeout_s=0.05)).state == "pending"
+        assert (await store.begin("other", "k1", "d2")).state == "new"  # scoped per token
+
+        async def finish_soon() -> None:
+            await asyncio.sleep(0.05)
+            assert await store.finish(claim, 202, b'{"order_id":"x"}')
+
+        waiting = asyncio.create_task(store.wait("anon", "k1", "d1", timeout_s=2))
+        await finish_soon()
+        done = await waiting
+        assert (done.state, done.status, done.answer) == ("done", 202, b'{"order_id":"x"}')
+
+        retry = await store.begin("anon", "k2", "d1")
+        await store.release(retry)
+        assert (await store.begin("anon", "k2", "d1")).state == "new"
+        assert not await store.finish(retry, 202, b"{}")  # the claim is no longer its
+
+    run(body)
+
+
+def test_wire_replies_errors_and_database(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        redis = Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/2")
+        wire = RedisScripts(redis, ()).wire()
+        try:
+            big = b"x" * 200_000  # several reads
+            replies = await wire.execute(
+                [
+                    pack_command(["PING"]),
+                    pack_command(["SET", "k", big]),
+                    pack_command(["GET", "k"]),
+                    pack_command(["GET", "missing"]),
+                    pack_command(["HSET", "h", "a", 1, "b", 2.5]),
+                    pack_command(["HGETALL", "h"]),
+                    pack_command(["LPUSH", "h", "x"]),
+                    pack_command(["EVALSHA", "0" * 40, 0]),
+                    pack_command(["INCR", "n"]),
+                ]
+            )
+            assert replies[:5] == ["PONG", "OK", big, None, 2]
+            assert replies[5] == [b"a", b"1", b"b", b"2.5"]
+            assert isinstance(replies[6], ResponseError) and "WRONGTYPE" in str(replies[6])
+            assert isinstance(replies[7], NoScriptError)
+            assert replies[8] == 1
+            assert await redis.get("n") == b"1"  # SELECT 2 was applied
+            with pytest.raises(TypeError):
+                pack_command([True])
+        finally:
+            await wire.close()
+            await redis.flushdb()
+            await redis.aclose()
+        dead = RespConnection(host="127.0.0.1", port=free_port(), timeout_s=1)
+        with pytest.raises(RedisConnectionError):
+            await dead.execute([pack_command(["PING"])])
+
+    asyncio.run(main())
+
+
+def test_batched_idempotency_claims_make_one_owner(run: Any) -> None:
+    async def body(h: Harness) -> None:
+        store = IdempotencyStore(
+            h.scripts, ttl_s=60, pending_ttl_s=5, batching=True, wire=h.scripts.wire()
+        )
+        try:
+            claims = await asyncio.gather(*(store.begin("anon", "same", "d") for _ in range(30)))
+            assert sorted(c.state for c in claims) == ["new"] + ["pending"] * 29
+            other = await asyncio.gather(
+                store.begin("anon", "same", "x"), store.begin("a", "b", "c")
+            )
+            assert [c.state for c in other] == ["reused", "new"]
+        finally:
+            await store.aclose()
+
+    run(body)

@@ -1,0 +1,240 @@
+"""Faults mid-burst: nothing accepted is lost, nothing is stored twice.
+
+Each scenario sends a burst of 5,000 orders from retrying storefront clients,
+injects one fault in the middle, lets the system recover, then reconciles every
+202 against the backend's stored orders and the dead-letter topic. Figures go
+to $CHAOS_RESULTS (JSON lines) for loadtest/RESULTS.md; `make chaos` runs only
+this suite.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flashgate.kafka.topics import wait_for_broker
+from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
+from flashgate.stack.kafka_cluster import KafkaCluster
+from flashgate.stack.ports import free_port
+from flashgate.stack.redis_server import RedisServer
+from tests.chaos_support import BurstLog, reconcile, record, start_burst, wait_accepted
+from tests.services import ServiceEnv, Services, http_json, load_sale
+
+pytestmark = pytest.mark.chaos
+
+ORDERS = 5_000
+FAULT_AFTER = 1_500  # accepted orders before the fault
+BURST_TIMEOUT_S = 240.0
+SALE = "chaos"
+
+
+def _results_path(tmp_path: Path) -> Path:
+    return Path(os.environ.get("CHAOS_RESULTS", str(tmp_path / "chaos.jsonl")))
+
+
+def _env(root: Path, bootstrap: str, redis_url: str) -> ServiceEnv:
+    suffix = uuid.uuid4().hex[:8]
+    env = ServiceEnv.create(
+        root,
+        bootstrap=bootstrap,
+        redis_url=redis_url,
+        orders_topic=f"orders-{suffix}",
+        dlq_topic=f"orders-{suffix}.dlq",
+        group_id=f"drain-{suffix}",
+    )
+    env.variables["FLASHGATE_DRAIN_RATE_PER_S"] = "3000"
+    env.variables["FLASHGATE_DRAIN_BURST"] = "300"
+    return env
+
+
+def _start_all(services: Services) -> None:
+    services.start_backend()
+    services.start_consumer()
+    services.start_gateway()
+    unlimited = {"per_second": 0, "burst": 1}
+    load_sale(
+        services.env,
+        SALE,
+        {
+            "stock": {f"SKU-{i}": ORDERS * 2 for i in range(4)},
+            "per_user_max": 1,
+            "rates": {"sale": unlimited, "user": unlimited, "ip": unlimited},
+        },
+    )
+
+
+def _finish(
+    scenario: str,
+    services: Services,
+    burst: tuple[threading.Thread, BurstLog],
+    fault_at: float,
+    tmp_path: Path,
+) -> None:
+    thread, log = burst
+    thread.join(BURST_TIMEOUT_S)
+    assert not thread.is_alive(), "the burst did not finish in time"
+    env = services.env
+    result = reconcile(
+        scenario,
+        log,
+        env.root / "backend.sqlite3",
+        env.variables["FLASHGATE_KAFKA_BOOTSTRAP_SERVERS"],
+        env.variables["FLASHGATE_KAFKA_DLQ_TOPIC"],
+        fault_at,
+    )
+    record(result, _results_path(tmp_path))
+    assert result.accepted >= ORDERS * 0.9, result
+    assert result.lost == 0, result
+    assert result.stored_twice == 0, result
+    assert result.dead_lettered == 0, result
+
+
+@pytest.fixture
+def own_broker(kafka_libs: Path, tmp_path: Path) -> Iterator[KafkaBroker]:
+    broker = KafkaBroker(
+        BrokerSpec(1, free_port(), free_port()),
+        data_dir=tmp_path / "kafka",
+        libs_dir=kafka_libs,
+        heap_mb=384,
+        cluster_id=new_cluster_id(kafka_libs),
+    )
+    broker.format_storage()
+    broker.start(tmp_path / "kafka.log")
+    try:
+        broker.wait_listening(90)
+        yield broker
+    finally:
+        broker.stop()
+
+
+def test_kafka_broker_sigkill_and_restart(
+    own_broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, own_broker.bootstrap, redis_server.url)
+    env.create_topics()
+    services = Services(env)
+    try:
+        _start_all(services)
+        burst = start_burst(env.gateway_url, ORDERS, sale_id=SALE)
+        assert wait_accepted(burst[1], FAULT_AFTER, 60)
+        fault_at = time.time()
+        own_broker.kill()
+        time.sleep(3)
+        own_broker.start(tmp_path / "kafka-restarted.log")
+        own_broker.wait_listening(90)
+        _finish("Kafka broker SIGKILL + restart", services, burst, fault_at, tmp_path)
+    finally:
+        services.stop_all()
+
+
+def test_consumer_sigkill_mid_drain(service_env: ServiceEnv, tmp_path: Path) -> None:
+    service_env.variables["FLASHGATE_DRAIN_RATE_PER_S"] = "1500"
+    services = Services(service_env)
+    try:
+        _start_all(services)
+        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=SALE)
+        stats_url = f"{service_env.backend_url}/stats"
+        deadline = time.monotonic() + 60
+        while http_json("GET", stats_url)["orders"] < FAULT_AFTER:
+            assert time.monotonic() < deadline, "the drain never got going"
+            time.sleep(0.1)
+        fault_at = time.time()
+        consumer = next(p for p in services.running if p.name == "consumer")
+        consumer.send(signal.SIGKILL)
+        consumer.wait(10)
+        time.sleep(1)
+        services.start_consumer()
+        _finish("consumer SIGKILL mid-drain", services, burst, fault_at, tmp_path)
+    finally:
+        services.stop_all()
+
+
+def test_backend_outage_of_30_seconds(service_env: ServiceEnv, tmp_path: Path) -> None:
+    services = Services(service_env)
+    try:
+        _start_all(services)
+        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=SALE)
+        assert wait_accepted(burst[1], FAULT_AFTER, 60)
+        fault_at = time.time()
+        http_json("PUT", f"{service_env.backend_url}/admin/faults", {"outage_seconds": 30})
+        _finish("backend outage 30 s", services, burst, fault_at, tmp_path)
+    finally:
+        services.stop_all()
+
+
+def test_redis_restart(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    redis = RedisServer(free_port(), tmp_path / "redis")
+    redis.start(tmp_path / "redis.log")
+    services: Services | None = None
+    try:
+        redis.wait_listening()
+        env = _env(tmp_path, kafka_broker.bootstrap, redis.url)
+        env.create_topics()
+        services = Services(env)
+        _start_all(services)
+        burst = start_burst(env.gateway_url, ORDERS, sale_id=SALE)
+        assert wait_accepted(burst[1], FAULT_AFTER, 60)
+        fault_at = time.time()
+        redis.stop()  # SIGTERM: the AOF is flushed, as on a planned restart
+        time.sleep(2)
+        redis.start(tmp_path / "redis-restarted.log")
+        redis.wait_listening()
+        _finish("Redis restart", services, burst, fault_at, tmp_path)
+    finally:
+        if services is not None:
+            services.stop_all()
+        redis.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_gateway_killed_mid_burst(
+    service_env: ServiceEnv, tmp_path: Path, sig: signal.Signals
+) -> None:
+    services = Services(service_env)
+    try:
+        _start_all(services)
+        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=SALE)
+        assert wait_accepted(burst[1], FAULT_AFTER, 60)
+        fault_at = time.time()
+        gateway = next(p for p in services.running if p.name == "gateway")
+        gateway.send(sig)
+        assert gateway.wait(30) is not None, "the gateway did not exit"
+        services.start_gateway()
+        _finish(f"gateway {sig.name} mid-burst", services, burst, fault_at, tmp_path)
+    finally:
+        services.stop_all()
+
+
+def test_three_broker_cluster_loses_a_broker(
+    kafka_libs: Path, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    cluster = KafkaCluster.create(
+        3, tmp_path / "cluster", kafka_libs, heap_mb=320,
+        overrides={"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"},
+    )  # fmt: skip
+    try:
+        cluster.start()
+        env = _env(tmp_path, cluster.bootstrap, redis_server.url)
+        env.variables["FLASHGATE_KAFKA_REPLICATION_FACTOR"] = "3"
+        env.variables["FLASHGATE_KAFKA_MIN_INSYNC_REPLICAS"] = "2"
+        wait_for_broker(env.settings.kafka, 90)
+        env.create_topics()
+        services = Services(env)
+        try:
+            _start_all(services)
+            burst = start_burst(env.gateway_url, ORDERS, sale_id=SALE)
+            assert wait_accepted(burst[1], FAULT_AFTER, 90)
+            fault_at = time.time()
+            cluster.broker(2).kill()
+            _finish("3-broker cluster, one broker SIGKILL", services, burst, fault_at, tmp_path)
+        finally:
+            services.stop_all()
+    finally:
+        cluster.kill()
