@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint typecheck prepare bench bench-quick clean
+.PHONY: up test test-tools chaos lint typecheck prepare bench bench-quick clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +28,18 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: prepare lint typecheck
+# Test tools: Chromium for the ops page test; kustomize for the deploy tests when
+# neither kustomize nor kubectl (which embeds it) is on the machine.
+test-tools: $(STAMP)
+	$(BIN)/flashgate prepare --tools chromium
+	@command -v kustomize >/dev/null || command -v kubectl >/dev/null || test -x .cache/bin/kustomize || \
+	  GOBIN=$(CURDIR)/.cache/bin go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
+
+test: prepare test-tools lint typecheck
 	$(BIN)/pytest
+
+chaos: prepare
+	$(BIN)/pytest -m chaos tests/test_chaos.py
 
 bench: $(STAMP)
 	$(BIN)/flashgate prepare --tools wrk

@@ -49,9 +49,17 @@ class BearerAuth:
     """Require one of `tokens` on paths under `prefix`; no tokens means open (public API only)."""
 
     def __init__(
-        self, app: ASGIApp, tokens: Sequence[str], *, prefix: str, required: bool = False
+        self,
+        app: ASGIApp,
+        tokens: Sequence[str],
+        *,
+        prefix: str,
+        required: bool = False,
+        exempt: Sequence[str] = (),
     ) -> None:
         self.app = app
+        # Static assets with no data in them (the ops page asks for the token itself).
+        self.exempt = tuple(exempt)
         self.tokens = [token.encode() for token in tokens if token]
         self.prefix = prefix
         if required and not self.tokens:
@@ -59,7 +67,12 @@ class BearerAuth:
         self._scopes = {token: idempotency_scope(token.decode()) for token in self.tokens}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or not path.startswith(self.prefix)
+            or (self.exempt and path.startswith(self.exempt) and scope["method"] == "GET")
+        ):
             await self.app(scope, receive, send)
             return
         if not self.tokens:

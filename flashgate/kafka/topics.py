@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -62,3 +62,45 @@ def ensure_topics(kafka: KafkaSettings, timeout_s: float = 30.0) -> None:
             return
         time.sleep(0.1)
     raise KafkaUnavailable(f"topics {sorted(names)} have no leaders after {timeout_s}s")
+
+
+class TopicSizer:
+    """How many records a topic holds (sum of its partitions' end offsets), cached briefly.
+
+    Blocking (librdkafka calls): run it in a thread from async code.
+    """
+
+    def __init__(self, kafka: KafkaSettings, cache_s: float = 2.0) -> None:
+        self._consumer = Consumer(
+            {
+                **admin_config(kafka),
+                "group.id": "flashgate-topic-sizer",
+                "enable.auto.commit": False,
+            }
+        )
+        self._cache_s = cache_s
+        self._cached: dict[str, tuple[float, int | None]] = {}
+
+    def records(self, topic: str, timeout_s: float = 2.0) -> int | None:
+        now = time.monotonic()
+        hit = self._cached.get(topic)
+        if hit is not None and now - hit[0] < self._cache_s:
+            return hit[1]
+        try:
+            metadata = self._consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+            total: int | None = 0
+            if metadata is None or metadata.error is not None:
+                total = None
+            else:
+                for partition in metadata.partitions:
+                    low, high = self._consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=timeout_s
+                    )
+                    total = (total or 0) + max(0, high - low)
+        except KafkaException:
+            total = None
+        self._cached[topic] = (now, total)
+        return total
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -77,11 +77,14 @@ def cmd_sale(args: argparse.Namespace, settings: Settings) -> int:
     result = client.sale(args.sale_id)
     table = Table(title=f"sale {args.sale_id}")
     table.add_column("SKU")
-    table.add_column("remaining", justify="right")
-    for sku, left in sorted((result.get("stock") or {}).items()):
-        table.add_row(sku, f"{left:,}")
+    for column in ("loaded", "remaining", "reserved", "accepted"):
+        table.add_column(column, justify="right")
+    for sku, counts in sorted((result.get("skus") or {}).items()):
+        table.add_row(
+            sku, *(f"{counts.get(c, 0):,}" for c in ("loaded", "remaining", "reserved", "accepted"))
+        )
     console.print(table)
-    others = {k: v for k, v in result.items() if k != "stock"}
+    others = {k: v for k, v in result.items() if k != "skus"}
     if others:
         console.print_json(data=others)
     return 0

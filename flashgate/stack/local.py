@@ -148,6 +148,11 @@ class LocalStack:
         )
         self._launch(gateway, s.gateway.host, s.gateway.port)
         self.say(f"gateway    http://{s.gateway.host}:{s.gateway.port}/v1/orders")
+        token_hint = "FLASHGATE_ADMIN_TOKEN" if s.admin.token else str(self.state / "admin-token")
+        self.say(
+            f"admin      http://{s.admin.host}:{s.admin.port}/admin/v1/drain  (token: {token_hint})"
+        )
+        self.say(f"ops page   http://{s.admin.host}:{s.admin.port}/ops/")
         self.say(f"logs       {self.state / 'logs'}")
 
     def _cluster_id(self, libs: Path) -> str:
