@@ -39,7 +39,8 @@ test: prepare test-tools lint typecheck
 	$(BIN)/pytest
 
 chaos: prepare
-	$(BIN)/pytest -m chaos tests/test_chaos.py
+	mkdir -p loadtest/results && rm -f loadtest/results/chaos.jsonl
+	CHAOS_RESULTS=loadtest/results/chaos.jsonl $(BIN)/pytest -m chaos tests/test_chaos.py
 
 bench: $(STAMP)
 	$(BIN)/flashgate prepare --tools wrk

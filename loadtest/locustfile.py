@@ -10,7 +10,7 @@ Headless: .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:808
               --spike-users 500 --spike-seconds 30
 
 Options (also settable in the web UI): --sale-id, --skus, --spike-users,
---idle-users, --idle-seconds, --spike-seconds, --tail-seconds, --spawn-rate,
+--idle-users, --idle-seconds, --spike-seconds, --tail-seconds, --sale-spawn-rate,
 --storefront-token, --poll-status. The shape ends the run by itself.
 """
 
@@ -41,7 +41,7 @@ def _options(parser: LocustArgumentParser) -> None:
     group.add_argument("--spike-seconds", type=int, default=30, help="burst length (10-60)")
     group.add_argument("--tail-users", type=int, default=30, help="shoppers after the burst")
     group.add_argument("--tail-seconds", type=int, default=20, help="tail length")
-    group.add_argument("--spawn-rate", type=float, default=200.0, help="users started per s")
+    group.add_argument("--sale-spawn-rate", type=float, default=200.0, help="users started per s")
     group.add_argument("--storefront-token", default="", help="bearer token, if configured")
     group.add_argument(
         "--poll-status", default="true", choices=["true", "false"], help="poll order status"
@@ -63,7 +63,7 @@ class SaleShape(LoadTestShape):
         ]
         for length, users in phases:
             if elapsed < length:
-                return users, options.spawn_rate
+                return users, options.sale_spawn_rate
             elapsed -= length
         return None
 

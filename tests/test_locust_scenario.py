@@ -1,0 +1,42 @@
+"""The Locust sale scenario runs headless against a real gateway, ends by itself, and buys."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.services import Services, admin_json, load_sale
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_headless_sale_run(services: Services, tmp_path: Path) -> None:
+    env = services.env
+    services.start_backend()
+    services.start_consumer()
+    services.start_gateway()
+    load_sale(env, "sale-1", {"stock": {"SKU-1": 20, "SKU-2": 20}, "per_user_max": 1})
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"),
+            "--host", env.gateway_url, "--headless", "--csv", str(tmp_path / "sale"),
+            "--sale-id", "sale-1", "--skus", "SKU-1,SKU-2",
+            "--idle-users", "2", "--idle-seconds", "1",
+            "--spike-users", "60", "--spike-seconds", "4",
+            "--tail-users", "2", "--tail-seconds", "1", "--sale-spawn-rate", "60",
+            "--poll-status", "false", "--stop-timeout", "5",
+        ],
+        capture_output=True, text=True, timeout=90, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "sale_stats.csv") as stats_file:
+        rows = {row["Name"]: row for row in csv.DictReader(stats_file)}
+    posts = rows["POST /v1/orders"]
+    assert int(posts["Request Count"]) >= 40
+    assert int(posts["Failure Count"]) == 0
+    # The sale sold out: exactly the stock was accepted, the rest were told sold_out.
+    sale = admin_json(env, "GET", "/admin/v1/sales/sale-1")
+    assert sale["accepted_orders"] == 40
+    assert all(sku["remaining"] == 0 for sku in sale["skus"].values())
