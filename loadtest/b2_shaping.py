@@ -179,7 +179,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         if args.keep:
             summary["dir"] = str(stack.root)
+        if args.series_out:
+            series = {
+                "start": int(burst.started_at),
+                "offered": _series(burst.per_second(lambda s: True, sent=True)),
+                "accepted": _series(burst.per_second(lambda s: s == 202)),
+                "backend": _series(per_second),
+            }
+            Path(args.series_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.series_out).write_text(json.dumps({**summary, "series": series}))
         return summary
+
+
+def _series(counts: dict[int, int]) -> dict[str, int]:
+    return {str(k): v for k, v in sorted(counts.items())}
 
 
 def main() -> None:
@@ -192,6 +205,7 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=180.0, help="bound on the drain wait")
     parser.add_argument("--keep", action="store_true", help="keep logs and data")
     parser.add_argument("--out", help="also write the JSON summary here")
+    parser.add_argument("--series-out", help="write the summary with per-second series here")
     args = parser.parse_args()
     summary = run(args)
     text = json.dumps(summary, indent=2)

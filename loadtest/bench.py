@@ -42,8 +42,11 @@ class Benchmark:
 
 
 BENCHMARKS = [
-    Benchmark("B1", "admission efficiency", "loadtest.b1_admission", (), ("--quick",), "ratio"),
-    Benchmark("B5", "write-path ceiling", "loadtest.b5_produce", (), ("--quick",), "ratio"),
+    # B1 and B5 interleave their rows and take medians of 3 rounds themselves.
+    Benchmark(
+        "B1", "admission efficiency", "loadtest.b1_admission", (), ("--quick",), "ratio", runs=1
+    ),
+    Benchmark("B5", "write-path ceiling", "loadtest.b5_produce", (), ("--quick",), "ratio", runs=1),
     Benchmark(
         "B2",
         "shaping a 50,000-order burst",
@@ -66,8 +69,8 @@ BENCHMARKS = [
         "B4",
         "drain ceiling of one consumer",
         "loadtest.b4_drain_ceiling",
-        (),
-        ("--quick",),
+        ("--orders", "50000"),
+        ("--orders", "10000"),
         "orders_per_s",
     ),
 ]
@@ -84,14 +87,67 @@ def run_once(bench: Benchmark, args: tuple[str, ...]) -> dict[str, Any]:
         check=False,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
+    parsed = _last_json(proc.stdout)
+    if proc.returncode != 0 or parsed is None:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
         return {"error": f"{' '.join(command)} exited {proc.returncode}", "tail": tail}
-    result: dict[str, Any] = json.loads(lines[-1])
+    result: dict[str, Any] = _flatten(bench.key, parsed)
     result["_command"] = " ".join(["python", "-m", bench.module, *args])
     result["_wall_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+def _last_json(stdout: str) -> dict[str, Any] | None:
+    """The summary a script printed last: one JSON line, or an indented object."""
+    lines = stdout.splitlines()
+    for i in range(len(lines) - 1, -1, -1):
+        if lines[i].startswith("{"):
+            try:
+                value = json.loads("\n".join(lines[i:]))
+            except ValueError:
+                continue
+            return value if isinstance(value, dict) else None
+    return None
+
+
+def _flatten(key: str, result: dict[str, Any]) -> dict[str, Any]:
+    """Lift each script's headline figures to the top, under the report's names."""
+    flat = dict(result)
+    if key == "B1":
+        medians = result.get("medians", {})
+        flat["ratio"] = result.get("ratios", {}).get("B1 gateway/bare")
+        flat["cpu_per_request_ratio"] = result.get("cpu_per_request_ratios", {}).get("gateway")
+        flat["gateway_per_s"] = medians.get("gateway", {}).get("good_per_s")
+        flat["bare_per_s"] = medians.get("bare", {}).get("req_per_s")
+        flat["gateway_p50_ms"] = medians.get("gateway", {}).get("p50_ms")
+        flat["gateway_p99_ms"] = medians.get("gateway", {}).get("p99_ms")
+        flat["p99_at_80pct_ms"] = result.get("gateway_at_80pct", {}).get("p99_ms")
+        flat["rows"] = {
+            name: f"{m.get('good_per_s')}/s p50 {m.get('p50_ms')} ms p99 {m.get('p99_ms')} ms "
+            f"cpu {m.get('server_cpu_us_per_req')} us/req"
+            for name, m in medians.items()
+        }
+        flat["ratios"] = result.get("ratios")
+    elif key == "B5":
+        medians = result.get("medians", {})
+        flat["bare_loop_msgs_per_s"] = medians.get("bare-loop", {}).get("msgs_per_s")
+        flat["ratio"] = result.get("ratios_to_bare_loop", {}).get("gateway")
+        flat["rows"] = {name: m.get("msgs_per_s") for name, m in medians.items()}
+    elif key == "B2":
+        flat["accepted_share"] = result.get("share_accepted")
+        flat["peak_ratio"] = result.get("peak_over_set_rate")
+        flat["drain_time_ratio"] = result.get("drain_over_ideal")
+    for bulky in (
+        "all_runs",
+        "medians",
+        "ratios_to_bare_loop",
+        "cpu_per_request_ratios",
+        "gateway_at_80pct",
+        "machine",
+        "command",
+    ):
+        flat.pop(bulky, None)
+    return flat
 
 
 def run_benchmark(bench: Benchmark, quick: bool, out: Path) -> dict[str, Any]:
