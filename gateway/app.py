@@ -34,6 +34,7 @@ from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import RedisSettings, Settings
 from gateway.auth import BearerAuth
 from gateway.context import GatewayContext
+from gateway.header_limit import HeaderLimit
 from gateway.health import ReadinessProbe, healthz, readyz
 from gateway.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
 from gateway.openapi import openapi_endpoint
@@ -150,6 +151,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
         ],
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(HeaderLimit),
             Middleware(InFlightLimit, limit=settings.gateway.in_flight_max),
             Middleware(BearerAuth, tokens=settings.gateway.storefront_tokens, prefix="/v1/"),
         ],

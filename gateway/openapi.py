@@ -22,6 +22,7 @@ ERROR_CODES = {
     409: ["sold_out", "purchase_limit"],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
+    431: ["headers_too_large"],
     422: ["validation_error", "idempotency_key_reused"],
     429: ["rate_limited"],
     503: ["unavailable"],
@@ -33,6 +34,7 @@ _DESCRIPTIONS = {
     409: "`sold_out`: not enough stock left; `purchase_limit`: the user reached the limit.",
     413: "The body is larger than the limit (checked while reading).",
     415: "Content-Type is not application/json.",
+    431: "The request headers are larger than 16 KiB.",
     422: "The order violates the schema (`details` lists each field), or the "
     "Idempotency-Key was used with another body.",
     429: "Rate limited (sale, user or client IP).",

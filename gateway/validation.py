@@ -60,15 +60,16 @@ def parse_order(body: bytes) -> OrderRequest:
         order = decode_request(body)
     except msgspec.ValidationError:
         pass
-    except msgspec.DecodeError:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec raises UnicodeDecodeError (not a DecodeError) for invalid UTF-8 in strings.
+        raise ApiError(400, "invalid_json", "request body is not valid UTF-8 JSON") from None
     else:
         _check_duplicates(body, order)
         return order
     try:
         document = msgspec.json.decode(body)
-    except msgspec.DecodeError:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "request body is not valid UTF-8 JSON") from None
     except RecursionError:
         raise ApiError(400, "invalid_json", "request body is nested too deeply") from None
     raise ApiError(

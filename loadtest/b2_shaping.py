@@ -199,7 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=50_000)
     parser.add_argument("--rate", type=float, default=500.0, help="backend capacity = drain rate")
-    parser.add_argument("--burst", type=int, default=20, help="drain burst (orders above rate*t)")
+    parser.add_argument("--burst", type=int, default=10, help="drain burst (orders above rate*t)")
     parser.add_argument("--connections", type=int, default=256)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--timeout-s", type=float, default=180.0, help="bound on the drain wait")

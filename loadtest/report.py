@@ -50,7 +50,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         if value == 0 or abs(value) >= 100:
             return f"{value:,.0f}"
-        return f"{value:.3g}"
+        return f"{value:.4g}"
     if isinstance(value, int):
         return f"{value:,}"
     if isinstance(value, dict):
@@ -108,8 +108,9 @@ def write_results(
         "",
         "Written by `make bench` (`python -m loadtest.bench`"
         + (" --quick" if quick else "")
-        + f") on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"in {elapsed_s / 60:.1f} minutes. Definitions: ARCHITECTURE.md, Benchmarks.",
+        + f") on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        + (f", in {elapsed_s / 60:.1f} minutes" if elapsed_s >= 0 else ", from saved summaries")
+        + ". Definitions: ARCHITECTURE.md, Benchmarks.",
         "Everything ran on one machine over loopback; load generator and servers share the cores, "
         "so ratios measured side by side in one run matter more than absolute figures.",
         "",

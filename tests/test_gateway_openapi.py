@@ -16,7 +16,8 @@ from gateway.openapi import ERROR_CODES, build_openapi
 
 GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 # ARCHITECTURE.md's status table for POST /v1/orders.
-CONTRACT_STATUSES = {202, 400, 401, 404, 409, 413, 415, 422, 429, 503}
+# The contract's table (ARCHITECTURE.md), plus 431 for oversized headers (README, limits).
+CONTRACT_STATUSES = {202, 400, 401, 404, 409, 413, 415, 422, 429, 431, 503}
 
 
 def _openapi_path(path: str) -> str:
