@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
+from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.kafka_jars import ensure_kafka_jars
 from flashgate.stack.ports import free_port
 from flashgate.stack.redis_server import RedisServer
-from tests.services import ServiceEnv, Services
+from tests.services import ServiceEnv, Services, running_broker
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,21 +32,8 @@ def kafka_libs() -> Path:
 def kafka_broker(
     kafka_libs: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KafkaBroker]:
-    data = tmp_path_factory.mktemp("kafka")
-    broker = KafkaBroker(
-        BrokerSpec(1, free_port(), free_port()),
-        data_dir=data,
-        libs_dir=kafka_libs,
-        heap_mb=384,
-        cluster_id=new_cluster_id(kafka_libs),
-    )
-    broker.format_storage()
-    broker.start(data / "broker.log")
-    try:
-        broker.wait_listening(90)
+    with running_broker(kafka_libs, tmp_path_factory.mktemp("kafka")) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -11,16 +11,39 @@ import os
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from flashgate.kafka.topics import ensure_topics
 from flashgate.settings import Settings, load_settings
+from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
 from flashgate.stack.ports import free_port, wait_for_port
 from flashgate.stack.process import ManagedProcess
 
 START_TIMEOUT_S = 30.0
+TEST_BROKER_HEAP_MB = 384
+
+
+@contextmanager
+def running_broker(kafka_libs: Path, data_dir: Path) -> Iterator[KafkaBroker]:
+    """A single-node KRaft broker on free ports, stopped on exit even after a failure."""
+    broker = KafkaBroker(
+        BrokerSpec(1, free_port(), free_port()),
+        data_dir=data_dir,
+        libs_dir=kafka_libs,
+        heap_mb=TEST_BROKER_HEAP_MB,
+        cluster_id=new_cluster_id(kafka_libs),
+    )
+    broker.format_storage()
+    broker.start(data_dir / "broker.log")
+    try:
+        broker.wait_listening(90)
+        yield broker
+    finally:
+        broker.stop()
 
 
 @dataclass

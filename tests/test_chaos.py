@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from flashgate.kafka.topics import wait_for_broker
-from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
+from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.kafka_cluster import KafkaCluster
 from flashgate.stack.ports import free_port
 from flashgate.stack.redis_server import RedisServer
 from tests.chaos_support import BurstLog, reconcile, record, start_burst, wait_accepted
-from tests.services import ServiceEnv, Services, http_json, load_sale
+from tests.services import ServiceEnv, Services, http_json, load_sale, running_broker
 
 pytestmark = pytest.mark.chaos
 
@@ -98,20 +98,8 @@ def _finish(
 
 @pytest.fixture
 def own_broker(kafka_libs: Path, tmp_path: Path) -> Iterator[KafkaBroker]:
-    broker = KafkaBroker(
-        BrokerSpec(1, free_port(), free_port()),
-        data_dir=tmp_path / "kafka",
-        libs_dir=kafka_libs,
-        heap_mb=384,
-        cluster_id=new_cluster_id(kafka_libs),
-    )
-    broker.format_storage()
-    broker.start(tmp_path / "kafka.log")
-    try:
-        broker.wait_listening(90)
+    with running_broker(kafka_libs, tmp_path / "kafka") as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 def test_kafka_broker_sigkill_and_restart(
