@@ -184,6 +184,16 @@ def admin_json(env: ServiceEnv, method: str, path: str, body: Any = None) -> Any
         return json.loads(response.read())
 
 
+def wait_drain_paused(env: ServiceEnv, timeout_s: float = 10.0) -> bool:
+    """True once a consumer reports the pause (it applies overrides within a second)."""
+
+    def applied() -> bool:
+        drain = admin_json(env, "GET", "/admin/v1/drain")
+        return bool(drain["consumers"] >= 1 and drain["effective_rate"] == 0)
+
+    return wait_until(applied, timeout_s)
+
+
 def load_sale(env: ServiceEnv, sale_id: str, body: dict[str, Any]) -> Any:
     """Load (or reload) a sale through the admin API: `PUT /admin/v1/sales/{sale_id}`."""
     return admin_json(env, "PUT", f"/admin/v1/sales/{sale_id}", body)

@@ -8,7 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.services import ServiceEnv, Services, admin_json, http_json, wait_until
+from tests.services import (
+    ServiceEnv,
+    Services,
+    admin_json,
+    http_json,
+    wait_drain_paused,
+    wait_until,
+)
 
 
 def _flashgate(env: ServiceEnv, *args: str) -> subprocess.CompletedProcess[str]:
@@ -40,6 +47,7 @@ def test_sale_drain_status_and_dlq_commands(services: Services, tmp_path: Path) 
     assert paused.returncode == 0, paused.stderr
     assert "paused" in paused.stdout
     assert admin_json(env, "GET", "/admin/v1/drain")["paused"] is True
+    assert wait_drain_paused(env)
 
     order = {"sale_id": "cli-sale", "sku": "SKU-1", "quantity": 1, "user_id": "u-1"}
     http_json("POST", f"{env.gateway_url}/v1/orders", order)

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.services import Services, admin_json, http_json, load_sale, wait_until
+from tests.services import (
+    Services,
+    admin_json,
+    http_json,
+    load_sale,
+    wait_drain_paused,
+    wait_until,
+)
 
 ORDERS = 300
 CHROMIUM_TIMEOUT_S = 60
@@ -65,6 +72,7 @@ def test_ops_page_shows_the_backlog_then_the_drain(services: Services, tmp_path:
     services.start_gateway()
     load_sale(env, "sale-ops", {"stock": {"SKU-0": 1000, "SKU-1": 1000}, "per_user_max": 0})
     admin_json(env, "PUT", "/admin/v1/drain", {"paused": True})
+    assert wait_drain_paused(env)
     assert asyncio.run(_post_orders(env.gateway_url, ORDERS)) == [202] * ORDERS
     assert wait_until(lambda: admin_json(env, "GET", "/admin/v1/drain")["backlog"] == ORDERS, 15), (
         admin_json(env, "GET", "/admin/v1/drain")

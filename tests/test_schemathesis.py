@@ -13,6 +13,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from tests.services import Services, load_sale
 
 MIN_REQUESTS = 10_000
@@ -32,6 +34,7 @@ def _answered(metrics_url: str) -> dict[str, float]:
     return by_status
 
 
+@pytest.mark.timeout(600)
 def test_generated_requests_never_get_a_5xx(services: Services, tmp_path: Path) -> None:
     env = services.env
     services.start_gateway()
