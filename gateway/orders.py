@@ -150,7 +150,9 @@ async def _create_order(context: GatewayContext, scope: Scope, receive: Receive)
     digest = body_digest(_canonical.encode(order))
     wait_s = settings.gateway.produce_timeout_ms / 1000 + 1.0
     try:
-        claim = await context.idempotency.wait(caller, key, digest, wait_s)
+        claim = await context.idempotency.wait(
+            caller, key, digest, wait_s, new_order_id(int(time.time() * 1000))
+        )
     except AdmissionUnavailable as exc:
         log.warning("idempotency check failed: %s", exc)
         raise unavailable("the gateway cannot check the Idempotency-Key; retry shortly") from None
@@ -266,7 +268,9 @@ async def _admit_and_produce(
         context.metrics.decision("sold_out_local")
         raise _sold_out(order, 0)
     accepted_at = time.time()
-    order_id = new_order_id(int(accepted_at * 1000))
+    # A retried Idempotency-Key keeps its order id: if the first attempt's record did
+    # reach Kafka after all, the backend sees the same order twice and stores it once.
+    order_id = claim.order_id if claim and claim.order_id else new_order_id(int(accepted_at * 1000))
     reservation = Reservation(order_id, order.sale_id, order.sku, order.quantity, order.user_id)
     started = time.perf_counter()
     try:

@@ -260,25 +260,39 @@ def test_scripts_reload_after_script_flush(run: Any, wire: bool) -> None:
 def test_idempotency_claims(run: Any) -> None:
     async def body(h: Harness) -> None:
         store = IdempotencyStore(h.scripts, ttl_s=60, pending_ttl_s=5)
-        claim = await store.begin("anon", "k1", "d1")
+        claim = await store.begin("anon", "k1", "d1", "ORDER-1")
         assert claim.state == "new"
-        assert (await store.begin("anon", "k1", "d2")).state == "reused"
-        assert (await store.wait("anon", "k1", "d1", timeout_s=0.05)).state == "pending"
-        assert (await store.begin("other", "k1", "d2")).state == "new"  # scoped per token
+        assert (await store.begin("anon", "k1", "d2", "ORDER-1")).state == "reused"
+        assert (await store.wait("anon", "k1", "d1", 0.05, "ORDER-1")).state == "pending"
+        assert (
+            await store.begin("other", "k1", "d2", "ORDER-1")
+        ).state == "new"  # scoped per token
 
         async def finish_soon() -> None:
             await asyncio.sleep(0.05)
             assert await store.finish(claim, 202, b'{"order_id":"x"}')
 
-        waiting = asyncio.create_task(store.wait("anon", "k1", "d1", timeout_s=2))
+        waiting = asyncio.create_task(store.wait("anon", "k1", "d1", 2, "ORDER-1"))
         await finish_soon()
         done = await waiting
         assert (done.state, done.status, done.answer) == ("done", 202, b'{"order_id":"x"}')
 
-        retry = await store.begin("anon", "k2", "d1")
+        retry = await store.begin("anon", "k2", "d1", "ORDER-A")
+        assert retry.order_id == "ORDER-A"
         await store.release(retry)
-        assert (await store.begin("anon", "k2", "d1")).state == "new"
+        again = await store.begin("anon", "k2", "d1", "ORDER-B")
+        # Released, then claimed anew: with the *first* order id, so an order whose
+        # produce was not answered can never become two orders.
+        assert (again.state, again.order_id) == ("new", "ORDER-A")
         assert not await store.finish(retry, 202, b"{}")  # the claim is no longer its
+
+        short = IdempotencyStore(h.scripts, ttl_s=60, pending_ttl_s=0.05)
+        dead = await short.begin("anon", "k3", "d1", "ORDER-C")
+        assert (await short.begin("anon", "k3", "d1", "ORDER-D")).state == "pending"
+        await asyncio.sleep(0.06)  # the dead claim's lease (50 ms here) runs out
+        taken = await short.begin("anon", "k3", "d1", "ORDER-D")
+        assert (taken.state, taken.order_id) == ("new", "ORDER-C")
+        assert not await short.finish(dead, 202, b"{}")
 
     run(body)
 
@@ -327,10 +341,12 @@ def test_batched_idempotency_claims_make_one_owner(run: Any) -> None:
             h.scripts, ttl_s=60, pending_ttl_s=5, batching=True, wire=h.scripts.wire()
         )
         try:
-            claims = await asyncio.gather(*(store.begin("anon", "same", "d") for _ in range(30)))
+            claims = await asyncio.gather(
+                *(store.begin("anon", "same", "d", "ORDER-1") for _ in range(30))
+            )
             assert sorted(c.state for c in claims) == ["new"] + ["pending"] * 29
             other = await asyncio.gather(
-                store.begin("anon", "same", "x"), store.begin("a", "b", "c")
+                store.begin("anon", "same", "x", "ORDER-1"), store.begin("a", "b", "c", "ORDER-1")
             )
             assert [c.state for c in other] == ["reused", "new"]
         finally:

@@ -5,7 +5,8 @@ answer (`done`) for `ttl_s`. A duplicate that arrives meanwhile waits for that
 answer by polling with short sleeps, bounded by a deadline. A request that
 fails in a way a retry may fix (503, 429, ...) releases its claim, so the next
 request with the key starts afresh. A pending claim of a gateway that died
-expires after `pending_ttl_s`.
+can be taken over after `pending_ttl_s`. The key keeps one order id for its
+whole life, so a retry after an unanswered produce never makes a second order.
 
 Keys are scoped per storefront token ("anon" without one) and compared by a
 digest of the decoded order, so formatting of the JSON does not matter.
@@ -44,6 +45,7 @@ class Claim:
     owner: str = ""
     status: int = 0
     answer: bytes = b""
+    order_id: str = ""
 
 
 def body_digest(canonical: bytes) -> str:
@@ -72,14 +74,18 @@ class IdempotencyStore:
         self._ttl_ms = str(int(ttl_s * 1000))
         self._pending_ttl_ms = str(max(1, int(pending_ttl_s * 1000)))
         self._wire = wire
-        self._batcher: TickBatcher[tuple[str, str, str], Any] | None = (
+        self._batcher: TickBatcher[tuple[str, str, str, str], Any] | None = (
             TickBatcher(self._begin_batch, max_batch=batch_max) if batching else None
         )
 
-    async def _begin_batch(self, items: list[tuple[str, str, str]]) -> list[Any]:
+    async def _begin_batch(self, items: list[tuple[str, str, str, str]]) -> list[Any]:
         pipe = self._scripts.pipeline(self._wire)
-        for redis_key, digest, owner in items:
-            pipe.script("idem_begin", [redis_key], [digest, owner, self._pending_ttl_ms])
+        for redis_key, digest, owner, order_id in items:
+            pipe.script(
+                "idem_begin",
+                [redis_key],
+                [digest, owner, self._pending_ttl_ms, order_id, self._ttl_ms],
+            )
         try:
             replies = await pipe.execute()
         except RedisError as exc:
@@ -91,31 +97,36 @@ class IdempotencyStore:
             for reply in replies
         ]
 
-    async def begin(self, scope: str, key: str, digest: str) -> Claim:
+    async def begin(self, scope: str, key: str, digest: str, order_id: str) -> Claim:
+        """Claim the key; `order_id` is used if the key is new (else the key's own)."""
         redis_key = idempotency_key(scope, key)
         owner = os.urandom(12).hex()
         try:
             if self._batcher is not None:
-                reply = await self._batcher.submit((redis_key, digest, owner))
+                reply = await self._batcher.submit((redis_key, digest, owner, order_id))
             else:
                 reply = await self._scripts.call(
-                    "idem_begin", [redis_key], [digest, owner, self._pending_ttl_ms]
+                    "idem_begin",
+                    [redis_key],
+                    [digest, owner, self._pending_ttl_ms, order_id, self._ttl_ms],
                 )
         except RedisError as exc:
             raise AdmissionUnavailable(f"idempotency check failed: {exc}") from exc
         state = _bytes(reply[0]).decode()
         if state == "new":
-            return Claim("new", redis_key, owner=owner)
+            return Claim("new", redis_key, owner=owner, order_id=_bytes(reply[1]).decode())
         if state == "done":
             return Claim("done", redis_key, status=int(reply[1]), answer=_bytes(reply[2]))
         return Claim(state, redis_key)  # type: ignore[arg-type]
 
-    async def wait(self, scope: str, key: str, digest: str, timeout_s: float) -> Claim:
+    async def wait(
+        self, scope: str, key: str, digest: str, timeout_s: float, order_id: str
+    ) -> Claim:
         """`begin` until the key is ours, reused or done; `pending` after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         pause = POLL_FIRST_S
         while True:
-            claim = await self.begin(scope, key, digest)
+            claim = await self.begin(scope, key, digest, order_id)
             if claim.state != "pending" or time.monotonic() >= deadline:
                 return claim
             await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
