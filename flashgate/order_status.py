@@ -14,7 +14,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.typing import EncodableT, FieldT
 
-from flashgate.admission.keys import SaleKeys
+from flashgate.redis_client import as_text
 
 Status = Literal["accepted", "delivered", "failed"]
 
@@ -43,7 +43,8 @@ class ScriptQueue(Protocol):
     ) -> None: ...
 
 
-def _key(order_id: str) -> str:
+def status_key(order_id: str) -> str:
+    """The hash of one order's status (also written by the consumer's Lua step)."""
     return f"order:{order_id}"
 
 
@@ -63,7 +64,7 @@ class OrderStatusStore:
         partition: int | None = None,
         offset: int | None = None,
     ) -> None:
-        key = _key(order_id)
+        key = status_key(order_id)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hsetnx(key, "status", "accepted")
             pipe.hset(key, mapping=_accepted_fields(accepted_at, sale_id, partition, offset))
@@ -84,45 +85,13 @@ class OrderStatusStore:
         the gateway batches the writes of concurrent requests."""
         fields = _accepted_fields(accepted_at, sale_id, partition, offset)
         args = [str(self._ttl_s), *[str(part) for item in fields.items() for part in item]]
-        queue.script("mark_accepted", [_key(order_id)], args)
-
-    async def mark_delivered(self, order_id: str, accepted_at: float, delivered_at: float) -> None:
-        await self._set_final(order_id, accepted_at, "delivered", delivered_at=delivered_at)
-
-    async def mark_failed(self, order_id: str, accepted_at: float, reason: str) -> None:
-        await self._set_final(order_id, accepted_at, "failed", reason=reason)
-
-    async def _set_final(
-        self,
-        order_id: str,
-        accepted_at: float,
-        status: Status,
-        delivered_at: float | None = None,
-        reason: str | None = None,
-    ) -> None:
-        mapping: dict[FieldT, EncodableT] = {"status": status, "accepted_at": repr(accepted_at)}
-        if delivered_at is not None:
-            mapping["delivered_at"] = repr(delivered_at)
-        if reason is not None:
-            mapping["reason"] = reason
-        key = _key(order_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping=mapping)
-            pipe.expire(key, self._ttl_s)
-            if status == "delivered":
-                # Count each order once per sale, however often it is redelivered.
-                pipe.hsetnx(key, "counted", "1")
-                pipe.hget(key, "sale_id")
-            results = await pipe.execute()
-        if status == "delivered" and results[2] and results[3]:
-            counters = SaleKeys.of(_text(results[3])).counters
-            await self._redis.hincrby(counters, "delivered_orders", 1)
+        queue.script("mark_accepted", [status_key(order_id)], args)
 
     async def get(self, order_id: str) -> OrderStatus | None:
-        raw = await self._redis.hgetall(_key(order_id))
+        raw = await self._redis.hgetall(status_key(order_id))
         if not raw:
             return None
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in raw.items()}
         return OrderStatus(
             order_id=order_id,
             status=fields["status"],  # type: ignore[arg-type]
@@ -145,7 +114,3 @@ def _accepted_fields(
         fields["partition"] = str(partition)
         fields["offset"] = str(offset)
     return fields
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -16,3 +16,8 @@ def create_redis(settings: RedisSettings) -> Redis:
         health_check_interval=30,
         max_connections=256,
     )
+
+
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text, whether or not the client decodes responses."""
+    return value.decode() if isinstance(value, bytes) else value

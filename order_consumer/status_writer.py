@@ -2,15 +2,14 @@
 
 A delivery queues its status and moves on; one task writes the queue every
 `FLUSH_INTERVAL_S`: one `drain_mark_final.lua` call per order, pipelined, then
-one HINCRBY per sale for the orders counted as delivered. One
-`OrderStatusStore.mark_delivered` per order (a transaction of four commands and
-a second call for the sale's counter) cost about 40 % of the consumer's CPU at
-2,500 orders/s.
+one HINCRBY per sale for the orders counted as delivered. Writing them one
+transaction per order cost about 40 % of the consumer's CPU at 2,500 orders/s.
 
-The writes are those of `OrderStatusStore._set_final`: status, `accepted_at`,
+This is the only writer of final statuses: status, `accepted_at`,
 `delivered_at` or `reason`, the TTL, and for a delivery the sale's
-`delivered_orders` counter, counted once per order (`counted` flag). Keep the
-two in step (or move this batch into `flashgate/order_status.py`).
+`delivered_orders` counter, counted once per order (`counted` flag). The
+gateway writes `accepted` (mark_accepted.lua) and reads with
+`OrderStatusStore.get`.
 
 A batch that fails (Redis away) is tried again a few times, a second apart,
 then reported: the orders themselves are delivered either way, only their
@@ -29,7 +28,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from flashgate.admission.keys import SaleKeys
-from flashgate.order_status import _key as status_key
+from flashgate.order_status import status_key
+from flashgate.redis_client import as_text
 from flashgate.redis_scripts.loader import RedisScripts
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class StatusWriter:
         if errors:
             raise errors[0] if isinstance(errors[0], RedisError) else RedisError(str(errors[0]))
         # Each order counts once toward its sale's delivered orders, however often delivered.
-        counted = Counter(_text(sale_id) for sale_id in results if sale_id)
+        counted = Counter(as_text(sale_id) for sale_id in results if sale_id)
         if counted:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for sale_id, count in counted.items():
@@ -123,7 +123,3 @@ class StatusWriter:
             else:
                 self._queue.appendleft(update)
         log.warning("order status writes failing (%d queued), retrying: %s", len(self._queue), exc)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -7,7 +7,6 @@ other's orders.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.kafka_jars import ensure_kafka_jars
 from flashgate.stack.ports import free_port
 from flashgate.stack.redis_server import RedisServer
+from tests.gateway_client import new_env
 from tests.services import ServiceEnv, Services, running_broker
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,16 +53,7 @@ def service_env(
     kafka_broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[ServiceEnv]:
     """Settings (as FLASHGATE_* variables) for one test: its own topics, group and ports."""
-    suffix = uuid.uuid4().hex[:8]
-    env = ServiceEnv.create(
-        tmp_path,
-        bootstrap=kafka_broker.bootstrap,
-        redis_url=redis_server.url,
-        orders_topic=f"orders-{suffix}",
-        dlq_topic=f"orders-{suffix}.dlq",
-        group_id=f"drain-{suffix}",
-    )
-    env.create_topics()
+    env = new_env(kafka_broker, redis_server, tmp_path)
     yield env
     client = redis.Redis.from_url(redis_server.url)
     try:

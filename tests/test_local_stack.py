@@ -107,7 +107,7 @@ def test_up_serves_an_order_and_stops_cleanly(tmp_path: Path, kafka_libs: Path) 
         )  # fmt: skip
         assert second.returncode == 1
         assert "already in use" in second.stderr
-        assert str(settings.gateway.port) in second.stderr or "port" in second.stderr
+        assert settings.redis.url.split("://", 1)[1].split("/", 1)[0] in second.stderr
 
         up.send_signal(signal.SIGTERM)
         assert up.wait(timeout=60) == 0

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SALES_INDEX_KEY, SaleKeys
 from flashgate.order import Name
+from flashgate.redis_client import as_text
 from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import SalesSettings
 
@@ -115,12 +116,8 @@ class SaleReport(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _ints(raw: dict[bytes, bytes]) -> dict[str, int]:
-    return {_text(k): int(v) for k, v in raw.items()}
+    return {as_text(k): int(v) for k, v in raw.items()}
 
 
 class SaleStore:
@@ -148,7 +145,7 @@ class SaleStore:
 
     async def sale_ids(self) -> list[str]:
         try:
-            return sorted(_text(m) for m in await self._redis.smembers(SALES_INDEX_KEY))
+            return sorted(as_text(m) for m in await self._redis.smembers(SALES_INDEX_KEY))
         except RedisError as exc:
             raise AdmissionUnavailable(f"cannot list sales: {exc}") from exc
 
@@ -174,7 +171,7 @@ class SaleStore:
             raise AdmissionUnavailable(f"cannot read sale {sale_id}: {exc}") from exc
         if not config_raw:
             return None
-        fields = {_text(k): _text(v) for k, v in config_raw.items()}
+        fields = {as_text(k): as_text(v) for k, v in config_raw.items()}
         config = SaleConfig(
             per_order_max=int(fields["per_order_max"]),
             per_user_max=int(fields["per_user_max"]),

@@ -12,6 +12,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from flashgate.drain.keys import override_key
+from flashgate.redis_client import as_text
 
 
 class DrainOverride(msgspec.Struct, frozen=True):
@@ -20,17 +21,13 @@ class DrainOverride(msgspec.Struct, frozen=True):
     updated_at: float | None = None
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class DrainControl:
     def __init__(self, redis: Redis, group_id: str) -> None:
         self._redis = redis
         self._key = override_key(group_id)
 
     async def get(self) -> DrainOverride:
-        raw = {_text(k): _text(v) for k, v in (await self._redis.hgetall(self._key)).items()}
+        raw = {as_text(k): as_text(v) for k, v in (await self._redis.hgetall(self._key)).items()}
         rate = raw.get("rate")
         updated = raw.get("updated_at")
         return DrainOverride(

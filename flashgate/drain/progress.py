@@ -15,6 +15,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from flashgate.drain.keys import progress_key
+from flashgate.redis_client import as_text
 
 REPORT_FRESH_S = 5.0
 PROGRESS_TTL_S = 24 * 3600
@@ -57,10 +58,6 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(ConsumerReport)
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 async def publish(
     redis: Redis,
     group_id: str,
@@ -93,9 +90,9 @@ async def read(redis: Redis, group_id: str, now: float | None = None) -> DrainPr
     end_offsets: dict[int, int] = {}
     reports: list[ConsumerReport] = []
     for key_raw, value_raw in raw.items():
-        key, value = _text(key_raw), value_raw
+        key, value = as_text(key_raw), value_raw
         if key.startswith("p:"):
-            c, _, e = _text(value).partition(",")
+            c, _, e = as_text(value).partition(",")
             committed[int(key[2:])] = int(c)
             end_offsets[int(key[2:])] = int(e)
         elif key.startswith("c:"):
