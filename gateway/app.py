@@ -42,7 +42,7 @@ from gateway.order_status_api import get_order
 from gateway.orders import CreateOrder
 from gateway.problems import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from gateway.producer import OrderProducer
-from gateway.reaper import reap_forever
+from gateway.reaper import Reaper, reap_forever
 from gateway.settle import Settler
 from gateway.shedding import InFlightLimit
 from gateway.soldout import SoldOutCache
@@ -121,15 +121,22 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
         )
         app.state.context = context
         app.state.readiness = ReadinessProbe(context)
-        reaper = asyncio.get_running_loop().create_task(
-            reap_forever(admitter, SaleStore(scripts), gateway.reaper_interval_s)
+        reaper = Reaper.on_kafka(
+            admitter,
+            SaleStore(scripts),
+            settings.kafka,
+            reservation_ttl_ms=gateway.reservation_ttl_s * 1000,
+            produce_timeout_ms=max(gateway.produce_timeout_ms, settings.kafka.message_timeout_ms),
+        )
+        reaping = asyncio.get_running_loop().create_task(
+            reap_forever(reaper, gateway.reaper_interval_s)
         )
         try:
             yield
         finally:
-            reaper.cancel()
+            reaping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reaper
+                await reaping
             # In-flight requests have finished by now (the server drained them):
             # settle what is pending, then flush whatever librdkafka still holds.
             await settler.aclose()

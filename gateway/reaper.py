@@ -1,31 +1,141 @@
-"""Return expired reservations of idle sales to stock, every `interval_s`.
+"""Settle reservations nobody settled: their gateway died between reserving and confirming.
 
-Admission itself returns expired reservations of the sale it admits for, so a
-busy sale heals without this; the reaper covers sales that get no orders. Every
-gateway replica runs one: the script is idempotent and cheap.
+A reservation past its deadline is either an order that Kafka never took (the
+gateway died before the ack, or Kafka refused it and the release was lost) or
+one that Kafka did take (the gateway died in the millisecond between the ack
+and its confirm). Returning the units on a timer alone would sell the second
+kind twice, so the reaper looks for the order's record in Kafka first:
+found, the reservation is confirmed; proven absent, its units return to stock
+(`reap.lua`). While Kafka cannot be read, expired reservations keep their
+units: stock is held back, never oversold.
+
+The search window is the reservation's creation time (deadline - TTL) to that
+plus the produce timeout, widened by `CLOCK_SLACK_MS` for clock differences
+between gateway hosts and Redis; a reservation is looked at only once no
+record of it can still arrive. Every gateway replica runs a reaper: confirm
+and reap are idempotent, so two reapers agree.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 
-from flashgate.admission.admitter import Admitter
+from flashgate.admission.admitter import Admitter, Expired
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.sales import SaleStore
+from flashgate.errors import KafkaUnavailable
+from flashgate.kafka.record_finder import find_keys
+from flashgate.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+CLOCK_SLACK_MS = 2_000
 
-async def reap_forever(admitter: Admitter, sales: SaleStore, interval_s: float) -> None:
+KeyFinder = Callable[[Collection[bytes], int, int], set[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class ReapReport:
+    confirmed: int = 0
+    returned: int = 0
+    waiting: int = 0  # expired, but a record could still arrive, or Kafka could not be read
+
+
+class Reaper:
+    def __init__(
+        self,
+        admitter: Admitter,
+        sales: SaleStore,
+        find: KeyFinder,
+        *,
+        reservation_ttl_ms: int,
+        produce_timeout_ms: int,
+        now_ms: Callable[[], float] = lambda: time.time() * 1000,
+    ) -> None:
+        self._admitter = admitter
+        self._sales = sales
+        self._find = find
+        self._ttl_ms = reservation_ttl_ms
+        self._produce_timeout_ms = produce_timeout_ms
+        self._now_ms = now_ms
+
+    @classmethod
+    def on_kafka(
+        cls,
+        admitter: Admitter,
+        sales: SaleStore,
+        kafka: KafkaSettings,
+        *,
+        reservation_ttl_ms: int,
+        produce_timeout_ms: int,
+    ) -> Reaper:
+        def find(keys: Collection[bytes], start_ms: int, end_ms: int) -> set[bytes]:
+            return find_keys(kafka, kafka.orders_topic, keys, start_ms, end_ms)
+
+        return cls(
+            admitter,
+            sales,
+            find,
+            reservation_ttl_ms=reservation_ttl_ms,
+            produce_timeout_ms=produce_timeout_ms,
+        )
+
+    def _window(self, expired: Expired) -> tuple[int, int]:
+        created = expired.deadline_ms - self._ttl_ms
+        return (
+            int(created - CLOCK_SLACK_MS),
+            int(created + self._produce_timeout_ms + CLOCK_SLACK_MS),
+        )
+
+    async def run_once(self) -> ReapReport:
+        total = ReapReport()
+        for sale_id in await self._sales.sale_ids():
+            report = await self.reap_sale(sale_id)
+            total = ReapReport(
+                total.confirmed + report.confirmed,
+                total.returned + report.returned,
+                total.waiting + report.waiting,
+            )
+        return total
+
+    async def reap_sale(self, sale_id: str) -> ReapReport:
+        now = self._now_ms()
+        expired = await self._admitter.expired(sale_id)
+        ready = [e for e in expired if self._window(e)[1] <= now]
+        if not ready:
+            return ReapReport(waiting=len(expired))
+        start = min(self._window(e)[0] for e in ready)
+        end = max(self._window(e)[1] for e in ready)
+        keys = [e.reservation.reservation_id.encode() for e in ready]
+        try:
+            found = await asyncio.to_thread(self._find, keys, start, end)
+        except KafkaUnavailable as exc:
+            log.warning("sale %s: %d expired reservations held: %s", sale_id, len(ready), exc)
+            return ReapReport(waiting=len(expired))
+        in_kafka = [e.reservation for e in ready if e.reservation.reservation_id.encode() in found]
+        absent = [e.reservation.reservation_id for e in ready if e.reservation not in in_kafka]
+        if in_kafka:
+            await self._admitter.confirm(in_kafka)
+            log.warning(
+                "sale %s: %d orders were in Kafka but never confirmed (their gateway died); "
+                "confirmed now",
+                sale_id,
+                len(in_kafka),
+            )
+        returned = await self._admitter.reap(sale_id, absent)
+        if returned:
+            log.info("sale %s: %d expired reservations returned to stock", sale_id, returned)
+        return ReapReport(len(in_kafka), returned, len(expired) - len(ready))
+
+
+async def reap_forever(reaper: Reaper, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
         try:
-            for sale_id in await sales.sale_ids():
-                returned = await admitter.reap(sale_id)
-                if returned:
-                    log.info(
-                        "sale %s: %d expired reservations returned to stock", sale_id, returned
-                    )
+            await reaper.run_once()
         except AdmissionUnavailable as exc:
             log.warning("reaper: %s", exc)

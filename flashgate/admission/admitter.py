@@ -26,7 +26,7 @@ Reason = Literal[
 ]
 Limiter = Literal["sale", "user", "ip"]
 
-REAP_PER_CALL = 100
+EXPIRED_PER_CALL = 500
 SCRIPTS = ("admit", "confirm", "release", "reap", "load_sale")
 
 
@@ -56,6 +56,14 @@ class Verdict:
     @property
     def admitted(self) -> bool:
         return self.reason == "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class Expired:
+    """A reservation past its deadline, neither confirmed nor released."""
+
+    reservation: Reservation
+    deadline_ms: float
 
 
 def _text(value: Any) -> str:
@@ -135,7 +143,7 @@ class Admitter:
     def _admit_call(self, items: Sequence[tuple[Reservation, str]]) -> tuple[list[str], list[str]]:
         keys = SaleKeys.of(items[0][0].sale_id)
         key_list = [*keys.core, keys.sale_tat]
-        args = [self._now_arg(), self._ttl_ms, str(REAP_PER_CALL), str(len(items))]
+        args = [self._now_arg(), self._ttl_ms, str(len(items))]
         for reservation, client_ip in items:
             key_list.append(keys.user_tat(reservation.user_id))
             key_list.append(keys.ip_tat(client_ip))
@@ -218,11 +226,36 @@ class Admitter:
             raise AdmissionUnavailable(f"release failed: {exc}") from exc
         return released
 
-    async def reap(self, sale_id: str, limit: int = REAP_PER_CALL) -> int:
-        """Return a sale's expired reservations to stock (at most `limit`)."""
+    async def expired(self, sale_id: str, limit: int = EXPIRED_PER_CALL) -> list[Expired]:
+        """Up to `limit` of a sale's reservations past their deadline, oldest first."""
+        keys = SaleKeys.of(sale_id)
+        redis = self._scripts.redis
+        try:
+            now_ms = self._now_ms() if self._now_ms is not None else await _server_ms(redis)
+            due: list[Any] = await redis.zrangebyscore(
+                keys.pending, "-inf", now_ms, start=0, num=limit, withscores=True
+            )
+            if not due:
+                return []
+            details: list[Any] = await redis.hmget(keys.reservations, [member for member, _ in due])
+        except RedisError as exc:
+            raise AdmissionUnavailable(f"listing expired reservations failed: {exc}") from exc
+        found: list[Expired] = []
+        for (member, deadline), detail in zip(due, details, strict=True):
+            if detail is None:  # confirmed or released since
+                continue
+            sku, quantity, user = _text(detail).split("\t", 2)
+            reservation = Reservation(_text(member), sale_id, sku, int(quantity), user)
+            found.append(Expired(reservation, float(deadline)))
+        return found
+
+    async def reap(self, sale_id: str, reservation_ids: Sequence[str]) -> int:
+        """Return these expired reservations to stock (only once proven absent from Kafka)."""
+        if not reservation_ids:
+            return 0
         try:
             keys = SaleKeys.of(sale_id).core
-            return int(await self._scripts.call("reap", keys, [self._now_arg(), str(limit)]))
+            return int(await self._scripts.call("reap", keys, [self._now_arg(), *reservation_ids]))
         except RedisError as exc:
             raise AdmissionUnavailable(f"reap failed: {exc}") from exc
 
@@ -231,6 +264,11 @@ class Admitter:
             await self._batcher.aclose()
         if self._wire is not None:
             await self._wire.close()
+
+
+async def _server_ms(redis: Any) -> float:
+    seconds, micros = await redis.time()
+    return float(seconds) * 1000 + float(micros) / 1000
 
 
 def _group_reply(reply: Any, count: int) -> list[Verdict | BaseException]:

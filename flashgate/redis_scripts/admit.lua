@@ -5,8 +5,11 @@
 -- enough stock (loaded - accepted - reserved)? per-user limit? then the GCRA rate
 -- limits (sale, user, client IP) are checked together and charged only when all
 -- pass. An admitted order holds a reservation until confirm.lua (Kafka acked) or
--- release.lua (Kafka failed); an unconfirmed one past its deadline returns to stock
--- the next time any order of the sale is admitted (or by reap.lua).
+-- release.lua (Kafka failed). One past its deadline keeps its units until the
+-- gateway's reaper has looked for its record in Kafka: found, it is confirmed;
+-- proven absent, reap.lua returns it to stock. Admission never returns stock on a
+-- timer alone: an order acknowledged by Kafka whose gateway died before confirming
+-- would otherwise be sold twice.
 --
 -- KEYS (all share the sale's hash tag {sale:<id>}, so one Redis Cluster slot):
 --   1 config        hash  per_order_max, per_user_max, sale_rate, sale_burst, user_rate,
@@ -24,8 +27,7 @@
 --  10 sale TAT      string  GCRA theoretical arrival time of the sale limiter (ms)
 --   then two per order i: 10+2i-1 user TAT, 10+2i client-IP TAT
 -- ARGV: 1 now in ms ("" = the Redis server's clock), 2 reservation TTL (ms),
---   3 at most this many expired reservations are returned to stock first,
---   4 n orders, then four per order: reservation id, sku, quantity, user
+--   3 n orders, then four per order: reservation id, sku, quantity, user
 -- Returns one array per order:
 --   {"ok", remaining, per_order_max}        {"unknown_sale"}    {"unknown_sku"}
 --   {"sold_out", remaining, per_order_max}  {"quantity", per_order_max}
@@ -38,26 +40,7 @@ if not now then
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
 local ttl_ms = tonumber(ARGV[2])
-local n = tonumber(ARGV[4])
-
--- Return expired reservations to stock (same loop as reap.lua; scripts cannot share code).
-local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-for _, id in ipairs(expired) do
-  local r = redis.call('HGET', KEYS[6], id)
-  if r then
-    local sku, qty, user = string.match(r, '^(.-)\t(%d+)\t(.*)$')
-    redis.call('HINCRBY', KEYS[3], sku, -tonumber(qty))
-    if redis.call('HINCRBY', KEYS[7], user, -tonumber(qty)) <= 0 then
-      redis.call('HDEL', KEYS[7], user)
-    end
-    redis.call('HDEL', KEYS[6], id)
-    redis.call('ZADD', KEYS[9], now, id)
-  end
-  redis.call('ZREM', KEYS[5], id)
-end
-if #expired > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - 86400000)
-end
+local n = tonumber(ARGV[3])
 
 local results = {}
 local cfg = redis.call('HMGET', KEYS[1], 'per_order_max', 'per_user_max', 'sale_rate',
@@ -87,7 +70,7 @@ local function gcra(key, rate, burst)
 end
 
 for i = 1, n do
-  local base = 4 + (i - 1) * 4
+  local base = 3 + (i - 1) * 4
   local id, sku, qty, user = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4]
   local loaded = tonumber(redis.call('HGET', KEYS[2], sku))
   if not loaded then

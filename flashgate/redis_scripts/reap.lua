@@ -1,10 +1,15 @@
--- reap: return reservations past their deadline to stock (a gateway died between
--- reserving and Kafka's ack). admit.lua does the same first on every call; this
--- script serves sales that receive no orders.
+-- reap: return these expired reservations to stock. The reaper calls it only for
+-- reservations whose order it has looked for in Kafka and not found (their gateway
+-- died, or Kafka refused them and the release was lost): see gateway/reaper.py.
+--
+-- A reservation that was confirmed or released meanwhile, or whose deadline has
+-- not passed, is left alone. A reaped id is remembered for a day, so a confirm
+-- that still arrives (it cannot, short of clocks wrong by more than the reaper's
+-- slack) counts the order and takes its units again.
 --
 -- KEYS: the sale's keys 1-9 as in admit.lua (config, loaded, reserved, accepted,
 --   pending, reservations, bought, counters, reaped), all under the hash tag {sale:<id>}.
--- ARGV: 1 now in ms ("" = the Redis server's clock), 2 at most this many reservations
+-- ARGV: 1 now in ms ("" = the Redis server's clock), then reservation ids
 -- Returns the number of reservations returned to stock.
 
 local now = tonumber(ARGV[1])
@@ -12,21 +17,26 @@ if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(expired) do
+local reaped = 0
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local deadline = tonumber(redis.call('ZSCORE', KEYS[5], id))
   local r = redis.call('HGET', KEYS[6], id)
-  if r then
+  if deadline and deadline <= now and r then
     local sku, qty, user = string.match(r, '^(.-)\t(%d+)\t(.*)$')
     redis.call('HINCRBY', KEYS[3], sku, -tonumber(qty))
     if redis.call('HINCRBY', KEYS[7], user, -tonumber(qty)) <= 0 then
       redis.call('HDEL', KEYS[7], user)
     end
     redis.call('HDEL', KEYS[6], id)
+    redis.call('ZREM', KEYS[5], id)
     redis.call('ZADD', KEYS[9], now, id)
+    reaped = reaped + 1
+  elseif deadline and deadline <= now then
+    redis.call('ZREM', KEYS[5], id)  -- a pending entry whose reservation is gone
   end
-  redis.call('ZREM', KEYS[5], id)
 end
-if #expired > 0 then
+if reaped > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - 86400000)
 end
-return #expired
+return reaped
