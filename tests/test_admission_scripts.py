@@ -196,6 +196,30 @@ def test_expired_reservations_wait_for_the_reaper_and_late_confirm_counts(run: A
     run(body)
 
 
+def test_same_order_id_admitted_again_keeps_one_reservation(run: Any) -> None:
+    """A retried Idempotency-Key after its gateway died re-admits the same order id."""
+
+    async def body(h: Harness) -> None:
+        await h.load(stock={"A": 3}, per_user_max=2)
+        first, verdict = await h.admit(quantity=2)
+        assert verdict == Verdict("ok", remaining=1, limit=10)
+        h.clock.now += TTL_MS / 2
+        # Not charged twice: not over the per-user limit, stock unchanged.
+        assert await h.admitter.admit(first, "1.1.1.1") == Verdict("ok", remaining=1, limit=10)
+        assert await h.remaining() == 1
+        # Its deadline was renewed from the retry.
+        h.clock.now += TTL_MS / 2 + 1
+        assert await h.admitter.expired("s1") == []
+        assert await h.admitter.confirm([first]) == [True]
+        report = await h.sales.report("s1")
+        assert report is not None
+        assert report.skus["A"].reserved == 0 and report.skus["A"].accepted == 2
+        assert report.skus["A"].remaining == 1
+        assert (await h.admit(user="u1"))[1].reason == "purchase_limit"
+
+    run(body)
+
+
 def test_confirm_and_release(run: Any) -> None:
     async def body(h: Harness) -> None:
         await h.load(stock={"A": 5, "B": 5}, per_user_max=4)

@@ -1,7 +1,8 @@
 -- admit: admit a batch of orders for ONE sale; each order is decided as if alone,
 -- in the given order, and the whole batch runs atomically (one Redis call).
 --
--- Per order, in this order: sale loaded? SKU loaded? quantity <= per_order_max?
+-- Per order, in this order: sale loaded? SKU loaded? already reserved under this
+-- order id (then admitted again as it is)? quantity <= per_order_max?
 -- enough stock (loaded - accepted - reserved)? per-user limit? then the GCRA rate
 -- limits (sale, user, client IP) are checked together and charged only when all
 -- pass. An admitted order holds a reservation until confirm.lua (Kafka acked) or
@@ -75,6 +76,15 @@ for i = 1, n do
   local loaded = tonumber(redis.call('HGET', KEYS[2], sku))
   if not loaded then
     results[i] = {'unknown_sku'}
+  elseif redis.call('HEXISTS', KEYS[6], id) == 1 then
+    -- This order already holds a reservation: the retry of a request whose gateway
+    -- died, sent with the same Idempotency-Key (so the same order id and body).
+    -- Charging it again would count its units twice, and only once would ever be
+    -- returned or confirmed; it keeps the one it has, with a fresh deadline.
+    redis.call('ZADD', KEYS[5], now + ttl_ms, id)
+    local available = loaded - (tonumber(redis.call('HGET', KEYS[4], sku)) or 0)
+      - (tonumber(redis.call('HGET', KEYS[3], sku)) or 0)
+    results[i] = {'ok', math.max(available, 0), per_order_max}
   elseif qty > per_order_max then
     results[i] = {'quantity', per_order_max}
   else
