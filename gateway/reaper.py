@@ -117,7 +117,11 @@ class Reaper:
             log.warning("sale %s: %d expired reservations held: %s", sale_id, len(ready), exc)
             return ReapReport(waiting=len(expired))
         in_kafka = [e.reservation for e in ready if e.reservation.reservation_id.encode() in found]
-        absent = [e.reservation.reservation_id for e in ready if e.reservation not in in_kafka]
+        absent = [
+            e.reservation.reservation_id
+            for e in ready
+            if e.reservation.reservation_id.encode() not in found
+        ]
         if in_kafka:
             await self._admitter.confirm(in_kafka)
             log.warning(
