@@ -105,23 +105,20 @@ class Reaper:
     async def reap_sale(self, sale_id: str) -> ReapReport:
         now = self._now_ms()
         expired = await self._admitter.expired(sale_id)
-        ready = [e for e in expired if self._window(e)[1] <= now]
+        windows = [(e.reservation, self._window(e)) for e in expired]
+        ready = [(r, w) for r, w in windows if w[1] <= now]
         if not ready:
             return ReapReport(waiting=len(expired))
-        start = min(self._window(e)[0] for e in ready)
-        end = max(self._window(e)[1] for e in ready)
-        keys = [e.reservation.reservation_id.encode() for e in ready]
+        start = min(w[0] for _, w in ready)
+        end = max(w[1] for _, w in ready)
+        keys = {r.reservation_id.encode(): r for r, _ in ready}
         try:
-            found = await asyncio.to_thread(self._find, keys, start, end)
+            found = await asyncio.to_thread(self._find, list(keys), start, end)
         except KafkaUnavailable as exc:
             log.warning("sale %s: %d expired reservations held: %s", sale_id, len(ready), exc)
             return ReapReport(waiting=len(expired))
-        in_kafka = [e.reservation for e in ready if e.reservation.reservation_id.encode() in found]
-        absent = [
-            e.reservation.reservation_id
-            for e in ready
-            if e.reservation.reservation_id.encode() not in found
-        ]
+        in_kafka = [r for key, r in keys.items() if key in found]
+        absent = [r.reservation_id for key, r in keys.items() if key not in found]
         if in_kafka:
             await self._admitter.confirm(in_kafka)
             log.warning(

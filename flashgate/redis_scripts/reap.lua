@@ -21,19 +21,20 @@ local reaped = 0
 for i = 2, #ARGV do
   local id = ARGV[i]
   local deadline = tonumber(redis.call('ZSCORE', KEYS[5], id))
-  local r = redis.call('HGET', KEYS[6], id)
-  if deadline and deadline <= now and r then
-    local sku, qty, user = string.match(r, '^(.-)\t(%d+)\t(.*)$')
-    redis.call('HINCRBY', KEYS[3], sku, -tonumber(qty))
-    if redis.call('HINCRBY', KEYS[7], user, -tonumber(qty)) <= 0 then
-      redis.call('HDEL', KEYS[7], user)
+  if deadline and deadline <= now then
+    local r = redis.call('HGET', KEYS[6], id)
+    if r then
+      local sku, qty, user = string.match(r, '^(.-)\t(%d+)\t(.*)$')
+      redis.call('HINCRBY', KEYS[3], sku, -tonumber(qty))
+      if redis.call('HINCRBY', KEYS[7], user, -tonumber(qty)) <= 0 then
+        redis.call('HDEL', KEYS[7], user)
+      end
+      redis.call('HDEL', KEYS[6], id)
+      redis.call('ZADD', KEYS[9], now, id)
+      reaped = reaped + 1
     end
-    redis.call('HDEL', KEYS[6], id)
+    -- Also drops a pending entry whose reservation is already gone.
     redis.call('ZREM', KEYS[5], id)
-    redis.call('ZADD', KEYS[9], now, id)
-    reaped = reaped + 1
-  elseif deadline and deadline <= now then
-    redis.call('ZREM', KEYS[5], id)  -- a pending entry whose reservation is gone
   end
 end
 if reaped > 0 then
