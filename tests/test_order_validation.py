@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given
@@ -116,6 +117,10 @@ def test_order_ids_are_time_ordered_and_unique() -> None:
         (b'{"sale_id":"a","sale_id":"b","sku":"b","quantity":1,"user_id":"u"}', "sale_id"),
         (b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","attributes":{"k":"1","k":"2"}}',
          "k"),
+        # The same key escaped differently is still the same key.
+        (b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","sale\\u005fid":"z"}', "sale_id"),
+        (b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","attributes":{"k":"1","\\u006b":"2"}}',
+         "k"),
     ],
 )  # fmt: skip
 def test_duplicate_keys_are_refused(body: bytes, field: str) -> None:
@@ -128,6 +133,16 @@ def test_duplicate_keys_are_refused(body: bytes, field: str) -> None:
 def test_field_names_inside_values_are_not_duplicates() -> None:
     body = b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","attributes":{"quantity":"sku"}}'
     assert parse_order(body).attributes == {"quantity": "sku"}
+    body = b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","attributes":{"k":"k","c":"\\"k"}}'
+    assert parse_order(body).attributes == {"k": "k", "c": '"k'}
+
+
+def test_order_ids_encode_time_then_randomness() -> None:
+    with patch("os.urandom", return_value=bytes(10)):
+        assert new_order_id(0) == "0" * 26
+        assert new_order_id(1) == "000000000" + "1" + "0" * 16
+    with patch("os.urandom", return_value=b"\xff" * 10):
+        assert new_order_id(2**48 - 1) == "7" + "Z" * 25
 
 
 @pytest.mark.parametrize("depth", [1_000, 100_000])
