@@ -23,6 +23,10 @@ class ProducerQueueFull(KafkaUnavailable):
     """The producer's local queue is full: backpressure, answer 503."""
 
 
+class KafkaAckOverdue(KafkaUnavailable):
+    """No delivery report came by the deadline: the record may or may not be in Kafka."""
+
+
 class StackError(FlashgateError):
     """A part of the local stack could not be set up or started."""
 

@@ -54,6 +54,7 @@ class OrderStatusStore:
     def __init__(self, redis: Redis, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
+        self._ttl_arg = str(ttl_s)
 
     async def mark_accepted(
         self,
@@ -83,8 +84,14 @@ class OrderStatusStore:
     ) -> None:
         """`mark_accepted` as one script call (mark_accepted.lua) on a caller's pipeline:
         the gateway batches the writes of concurrent requests."""
-        fields = _accepted_fields(accepted_at, sale_id, partition, offset)
-        args = [str(self._ttl_s), *[str(part) for item in fields.items() for part in item]]
+        located = partition is not None and offset is not None
+        args = [
+            self._ttl_arg,
+            repr(accepted_at),
+            sale_id or "",
+            str(partition) if located else "",
+            str(offset) if located else "",
+        ]
         queue.script("mark_accepted", [status_key(order_id)], args)
 
     async def get(self, order_id: str) -> OrderStatus | None:

@@ -50,6 +50,8 @@ from gateway.soldout import SoldOutCache
 log = logging.getLogger(__name__)
 
 PRODUCER_FLUSH_S = 10.0
+# message.timeout.ms bounds every delivery report; this is the belt to its braces.
+ACK_GRACE_S = 1.0
 
 
 def create_gateway_redis(settings: RedisSettings) -> Redis:
@@ -73,7 +75,10 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway = settings.gateway
-        producer = OrderProducer(producer_config(settings.kafka, f"gateway-{os.getpid()}"))
+        producer = OrderProducer(
+            producer_config(settings.kafka, f"gateway-{os.getpid()}"),
+            ack_timeout_s=gateway.produce_timeout_ms / 1000 + ACK_GRACE_S,
+        )
         producer.start(asyncio.get_running_loop())
         redis = create_gateway_redis(settings.redis)
         scripts = RedisScripts(
@@ -87,6 +92,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             batching=gateway.admission_batching,
             batch_max=gateway.admission_batch_max,
             observe_batch=metrics.batch_size.observe,
+            observe_seconds=metrics.admit_seconds.observe,
             wire=scripts.wire() if lean else None,
         )
         # A pending claim outlives the longest a request can take, no longer.
@@ -107,6 +113,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             batching=gateway.admission_batching,
             batch_max=gateway.admission_batch_max,
             wire=scripts.wire() if lean else None,
+            observe_seconds=metrics.settle_seconds.observe,
         )
         context = GatewayContext(
             settings=settings,

@@ -5,12 +5,19 @@
 - `flashgate_gateway_produce_seconds`: produce-to-acknowledgement latency (histogram)
 - `flashgate_gateway_in_flight`: requests being handled now
 - `flashgate_admission_batch_size`: orders per admission call to Redis (histogram)
-- `flashgate_gateway_redis_seconds{step}`: time a request waits for admission / settling
+- `flashgate_gateway_redis_seconds{step}`: Redis time per batch (admit, settle)
+
+The two per-request counters are plain dicts of ints exported by a collector at
+scrape time: prometheus-client's counters take a lock on every increment, and
+these run several times per order on the event loop's one thread.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,30 +27,46 @@ PRODUCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 
+class _Counts:
+    """Counters kept as plain ints (one event-loop thread writes them), read at scrape."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.decisions: dict[str, int] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "flashgate_gateway_requests",
+            "HTTP answers by route and status",
+            labels=["route", "status"],
+        )
+        for (route, status), count in sorted(self.requests.items()):
+            requests.add_metric([route, str(status)], count)
+        decisions = CounterMetricFamily(
+            "flashgate_admission_decisions", "Admission decisions by reason", labels=["decision"]
+        )
+        for decision, count in sorted(self.decisions.items()):
+            decisions.add_metric([decision], count)
+        yield requests
+        yield decisions
+
+
 class GatewayMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._requests = Counter(
-            "flashgate_gateway_requests",
-            "HTTP answers by route and status",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self._decisions = Counter(
-            "flashgate_admission_decisions",
-            "Admission decisions by reason",
-            ["decision"],
-            registry=self.registry,
-        )
+        self._counts = _Counts()
+        self.registry.register(self._counts)
         self.produce_seconds = Histogram(
             "flashgate_gateway_produce_seconds",
             "Time from produce to Kafka's acknowledgement",
             buckets=PRODUCE_BUCKETS_S,
             registry=self.registry,
         )
-        self.in_flight = Gauge(
+        self.in_flight = 0
+        in_flight = Gauge(
             "flashgate_gateway_in_flight", "Requests being handled", registry=self.registry
         )
+        in_flight.set_function(lambda: self.in_flight)
         self.batch_size = Histogram(
             "flashgate_admission_batch_size",
             "Orders per admission call to Redis",
@@ -52,30 +75,21 @@ class GatewayMetrics:
         )
         redis_seconds = Histogram(
             "flashgate_gateway_redis_seconds",
-            "Time a request waits on Redis, by step (admit, settle)",
+            "Redis round trip per batch, by step (admit, settle)",
             ["step"],
             buckets=PRODUCE_BUCKETS_S,
             registry=self.registry,
         )
         self.admit_seconds = redis_seconds.labels("admit")
         self.settle_seconds = redis_seconds.labels("settle")
-        # labels() takes a lock and a dict lookup; cache the children.
-        self._request_children: dict[tuple[str, int], Counter] = {}
-        self._decision_children: dict[str, Counter] = {}
 
     def request(self, route: str, status: int) -> None:
-        child = self._request_children.get((route, status))
-        if child is None:
-            child = self._requests.labels(route, str(status))
-            self._request_children[(route, status)] = child
-        child.inc()
+        requests = self._counts.requests
+        requests[route, status] = requests.get((route, status), 0) + 1
 
     def decision(self, decision: str) -> None:
-        child = self._decision_children.get(decision)
-        if child is None:
-            child = self._decisions.labels(decision)
-            self._decision_children[decision] = child
-        child.inc()
+        decisions = self._counts.decisions
+        decisions[decision] = decisions.get(decision, 0) + 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -111,11 +125,11 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
-        self.metrics.in_flight.inc()
+        self.metrics.in_flight += 1
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            self.metrics.in_flight.dec()
+            self.metrics.in_flight -= 1
             self.metrics.request(route_label(scope["path"]), status)
 
 

@@ -25,7 +25,7 @@ from starlette.types import Receive, Scope, Send
 from flashgate.admission.admitter import Reservation, Verdict
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.idempotency import Claim, body_digest
-from flashgate.errors import KafkaUnavailable
+from flashgate.errors import KafkaAckOverdue, KafkaUnavailable
 from flashgate.ids import new_order_id
 from flashgate.kafka.producer import DeliveredRecord
 from flashgate.order import OrderRecord, OrderRequest, encode_record
@@ -272,14 +272,12 @@ async def _admit_and_produce(
     # reach Kafka after all, the backend sees the same order twice and stores it once.
     order_id = claim.order_id if claim and claim.order_id else new_order_id(int(accepted_at * 1000))
     reservation = Reservation(order_id, order.sale_id, order.sku, order.quantity, order.user_id)
-    started = time.perf_counter()
     try:
         verdict = await context.admitter.admit(reservation, ip)
     except AdmissionUnavailable as exc:
         log.warning("admission failed: %s", exc)
         context.metrics.decision("unavailable")
         raise unavailable("admission is unavailable right now; retry shortly") from None
-    context.metrics.admit_seconds.observe(time.perf_counter() - started)
     if not verdict.admitted:
         raise _refusal(context, order, verdict)
     if verdict.remaining == 0 and verdict.limit is not None:
@@ -297,7 +295,7 @@ async def _admit_and_produce(
         )
     except KafkaUnavailable as exc:  # the local queue is full: backpressure
         log.warning("order not accepted: %s", exc)
-        await _release_reservation(context, reservation)
+        await _give_back(context, reservation, verdict.held, exc)
         context.metrics.decision("unavailable")
         raise unavailable("the gateway is overloaded; retry shortly") from None
     try:
@@ -305,44 +303,55 @@ async def _admit_and_produce(
     except asyncio.CancelledError:
         # The client went away or the server is stopping: the record may still be
         # acknowledged, so finish the bookkeeping in the background either way.
-        _finish_in_background(context, produced, reservation, accepted_at, claim, answer)
+        _finish_in_background(
+            context, produced, reservation, verdict.held, accepted_at, claim, answer
+        )
         raise
-    if delivered is None:
-        await _release_reservation(context, reservation)
+    if isinstance(delivered, KafkaUnavailable):
+        await _give_back(context, reservation, verdict.held, delivered)
         context.metrics.decision("unavailable")
         raise unavailable("the order could not be stored; retry shortly")
 
     context.metrics.decision("accepted")
-    started = time.perf_counter()
     await context.settler.settle(
         Accepted(reservation, accepted_at, delivered.partition, delivered.offset, claim, answer)
     )
-    context.metrics.settle_seconds.observe(time.perf_counter() - started)
     return Answer(202, answer, [(b"location", status_url.encode())])
 
 
 async def _await_ack(
     context: GatewayContext, produced: asyncio.Future[DeliveredRecord]
-) -> DeliveredRecord | None:
+) -> DeliveredRecord | KafkaUnavailable:
+    """The broker's acknowledgement, or why there is none."""
     started = time.perf_counter()
-    timeout_s = context.settings.gateway.produce_timeout_ms / 1000 + 1.0
     try:
-        # message.timeout.ms bounds this too; the outer timeout is the belt to its braces
-        # (asyncio.timeout costs one timer handle, wait_for a task and a future more).
-        async with asyncio.timeout(timeout_s):
-            delivered = await asyncio.shield(produced)
-    except (KafkaUnavailable, TimeoutError) as exc:
+        # The producer fails the future itself past its deadline (one sweep for all
+        # requests); shielded so a cancelled request leaves it to the background finisher.
+        delivered = await asyncio.shield(produced)
+    except KafkaUnavailable as exc:
         log.warning("order not accepted, Kafka did not acknowledge: %s", exc)
-        return None
+        return exc
     context.metrics.produce_seconds.observe(time.perf_counter() - started)
     return delivered
 
 
-async def _release_reservation(context: GatewayContext, reservation: Reservation) -> None:
+async def _give_back(
+    context: GatewayContext, reservation: Reservation, held: bool, failure: KafkaUnavailable
+) -> None:
+    """Return the units of an order Kafka did not take, unless a record of it may exist.
+
+    Two cases keep the reservation for the reaper, which returns the units only
+    once Kafka is shown not to hold the order: a reservation this request found
+    already held (its first attempt's record may have been acknowledged before that
+    gateway died), and a missing delivery report (the record's fate is unknown).
+    """
+    if held or isinstance(failure, KafkaAckOverdue):
+        log.warning("reservation %s left for the reaper: its record may be in Kafka", reservation)
+        return
     try:
         await context.admitter.release([reservation])
     except AdmissionUnavailable as exc:
-        log.warning("reservation %s not released (it expires): %s", reservation, exc)
+        log.warning("reservation %s not released (the reaper will): %s", reservation, exc)
     context.sold_out.forget(reservation.sale_id, reservation.sku)
 
 
@@ -350,6 +359,7 @@ def _finish_in_background(
     context: GatewayContext,
     produced: asyncio.Future[DeliveredRecord],
     reservation: Reservation,
+    held: bool,
     accepted_at: float,
     claim: Claim | None,
     answer: bytes,
@@ -357,8 +367,8 @@ def _finish_in_background(
     async def finish() -> None:
         try:
             delivered = await produced
-        except KafkaUnavailable:
-            await _release_reservation(context, reservation)
+        except KafkaUnavailable as exc:
+            await _give_back(context, reservation, held, exc)
             if claim is not None:
                 await _release(context, claim)
             return

@@ -6,6 +6,10 @@ in one `call_soon_threadsafe`, so a busy gateway wakes its loop once per poll
 rather than once per order. `send()` is a plain method returning a future:
 no task per request. The producer is idempotent with acks=all (see
 `flashgate.kafka.config`), and `message.timeout.ms` bounds every future.
+Should librdkafka ever fail to report, one sweep on the event loop fails any
+future still open past `ack_timeout_s`: one timer for the whole process rather
+than one per request (a per-request `asyncio.timeout` cost ~5 % of the
+gateway's own CPU).
 
 Measured against confluent-kafka's asyncio producer (`confluent_kafka.aio`,
 which in 2.16 refuses `headers`) in loadtest/b5_produce.py.
@@ -16,24 +20,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections import deque
 from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from flashgate.errors import KafkaUnavailable, ProducerQueueFull
+from flashgate.errors import KafkaAckOverdue, KafkaUnavailable, ProducerQueueFull
 from flashgate.kafka.producer import DeliveredRecord
 
 Headers = list[tuple[str, str | bytes | None]]
 Report = tuple["asyncio.Future[DeliveredRecord]", KafkaError | None, Message]
 
+SWEEP_INTERVAL_S = 0.1
+
 
 class OrderProducer:
-    def __init__(self, config: dict[str, Any], poll_interval_s: float = 0.1) -> None:
+    def __init__(
+        self, config: dict[str, Any], *, ack_timeout_s: float, poll_interval_s: float = 0.1
+    ) -> None:
         self._producer = Producer(config)
         self._poll_interval_s = poll_interval_s
+        self._ack_timeout_s = ack_timeout_s
         self._reports: deque[Report] = deque()
+        # Futures in the order they were sent, so in deadline order: (deadline, future).
+        self._open: deque[tuple[float, asyncio.Future[DeliveredRecord]]] = deque()
+        self._sweep: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
@@ -79,11 +92,33 @@ class OrderProducer:
             )
         except BufferError as exc:
             raise ProducerQueueFull("producer queue is full") from exc
+        self._open.append((time.monotonic() + self._ack_timeout_s, future))
+        if self._sweep is None:
+            self._sweep = self._loop.call_later(SWEEP_INTERVAL_S, self._fail_overdue)
         return future
+
+    def _fail_overdue(self) -> None:
+        self._sweep = None
+        now = time.monotonic()
+        open_futures = self._open
+        while open_futures:
+            deadline, future = open_futures[0]
+            if not future.done():
+                if deadline > now:
+                    break
+                future.set_exception(
+                    KafkaAckOverdue(f"no delivery report within {self._ack_timeout_s:g} s")
+                )
+            open_futures.popleft()
+        if open_futures and self._loop is not None:
+            self._sweep = self._loop.call_later(SWEEP_INTERVAL_S, self._fail_overdue)
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Stop polling, flush what is queued; return how many records are undelivered."""
         self._closed.set()
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         if self._poller.is_alive():
             self._poller.join(timeout=self._poll_interval_s * 10)
         remaining = int(self._producer.flush(timeout_s))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from flashgate.admission.admitter import Admitter, Reservation
@@ -46,6 +47,7 @@ class Settler:
         batching: bool,
         batch_max: int,
         wire: RespConnection | None = None,
+        observe_seconds: Callable[[float], None] | None = None,
     ) -> None:
         self._scripts = scripts
         self._wire = wire
@@ -53,7 +55,9 @@ class Settler:
         self._statuses = statuses
         self._idempotency = idempotency
         self._batcher: TickBatcher[Accepted, bool] | None = (
-            TickBatcher(self._flush, max_batch=batch_max) if batching else None
+            TickBatcher(self._flush, max_batch=batch_max, observe_seconds=observe_seconds)
+            if batching
+            else None
         )
         self._retries: set[asyncio.Task[None]] = set()
         # Requests cancelled mid-produce finish their bookkeeping here (see orders.py).

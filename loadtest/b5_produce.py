@@ -98,7 +98,7 @@ async def _closed_loop(send: Callable[[int], Awaitable[object]], seconds: float)
 
 def order_producer(stack: Stack, seconds: float) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
-        producer = OrderProducer(_config(stack))
+        producer = OrderProducer(_config(stack), ack_timeout_s=6.0)
         producer.start(asyncio.get_running_loop())
         try:
             return await _closed_loop(

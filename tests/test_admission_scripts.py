@@ -204,8 +204,11 @@ def test_same_order_id_admitted_again_keeps_one_reservation(run: Any) -> None:
         first, verdict = await h.admit(quantity=2)
         assert verdict == Verdict("ok", remaining=1, limit=10)
         h.clock.now += TTL_MS / 2
-        # Not charged twice: not over the per-user limit, stock unchanged.
-        assert await h.admitter.admit(first, "1.1.1.1") == Verdict("ok", remaining=1, limit=10)
+        # Not charged twice: not over the per-user limit, stock unchanged; marked held,
+        # so a failed produce of the retry leaves the units to the reaper.
+        assert await h.admitter.admit(first, "1.1.1.1") == Verdict(
+            "ok", remaining=1, limit=10, held=True
+        )
         assert await h.remaining() == 1
         # Its deadline was renewed from the retry.
         h.clock.now += TTL_MS / 2 + 1

@@ -319,7 +319,9 @@ def test_probes_metrics_and_openapi(env: ServiceEnv) -> None:
             'flashgate_gateway_requests_total{route="/v1/orders",status="202"}',
             'flashgate_admission_decisions_total{decision="accepted"}',
             "flashgate_gateway_produce_seconds_bucket",
-            "flashgate_gateway_in_flight",
+            'flashgate_gateway_redis_seconds_count{step="admit"}',
+            'flashgate_gateway_redis_seconds_count{step="settle"}',
+            "flashgate_gateway_in_flight 1.0",  # this scrape itself
         ):
             assert needle in text
         document = await client.call("GET", "/openapi.json")

@@ -99,6 +99,48 @@ def test_killed_gateway_does_not_leak_stock(services: Services) -> None:
     assert wait_until(healed, timeout_s=20)
 
 
+def test_failed_retry_of_a_dead_gateways_order_keeps_its_units(services: Services) -> None:
+    """A gateway dies between reserving an order and hearing from Kafka; the client's
+    retry (same Idempotency-Key, so the same order id) reaches another gateway, whose
+    produce fails. The first attempt's record may be in Kafka, so the retry must not
+    return the units: the reaper settles them once Kafka can be read."""
+    dead_kafka = {
+        "FLASHGATE_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "FLASHGATE_KAFKA_MESSAGE_TIMEOUT_MS": "1500",
+        "FLASHGATE_GATEWAY_PRODUCE_TIMEOUT_MS": "1500",
+    }
+    first = services.start_gateway(**dead_kafka)
+    sale_id = _sale(services, stock={"A": 5})
+    key = {"Idempotency-Key": "dies-mid-produce"}
+
+    async def killed_mid_produce() -> None:
+        async with Client(services.env.gateway_url) as client:
+            pending = asyncio.create_task(client.order(headers=key, sale_id=sale_id, quantity=2))
+            await asyncio.sleep(0.5)
+            assert not pending.done()
+            first.kill()
+            await asyncio.gather(pending, return_exceptions=True)
+
+    asyncio.run(killed_mid_produce())
+    services.running.remove(first)
+    services.start_gateway(**dead_kafka)
+
+    async def retry_until_taken_over() -> Answer:
+        async with Client(services.env.gateway_url) as client:
+            deadline = time.monotonic() + 20
+            while True:  # the dead claim's lease runs out after produce timeout + 5 s
+                answer = await client.order(headers=key, sale_id=sale_id, quantity=2)
+                if "still running" not in answer.body.get("message", ""):
+                    return answer
+                assert time.monotonic() < deadline, answer
+                await asyncio.sleep(0.5)
+
+    retried = asyncio.run(retry_until_taken_over())
+    assert (retried.status, retried.body["error"]) == (503, "unavailable"), retried
+    report = _report(services, sale_id)
+    assert report["skus"] == {"A": {"loaded": 5, "remaining": 3, "reserved": 2, "accepted": 0}}
+
+
 def test_sigterm_mid_burst_loses_nothing_accepted(services: Services) -> None:
     gateway = services.start_gateway()
     sale_id = _sale(services, stock={"A": 10_000})

@@ -111,3 +111,30 @@ def test_order_headers_are_read_in_one_pass() -> None:
     )
     assert (headers.content_type, headers.content_length) == ("application/json", "12")
     assert (headers.idempotency_key, headers.forwarded_for) == ("k1", "1.1.1.1")
+
+
+def test_producer_fails_a_future_past_its_deadline_as_overdue() -> None:
+    """No delivery report (nothing listens; librdkafka would wait a minute): the sweep
+    fails the future as overdue, which tells the gateway to leave the reservation to
+    the reaper rather than release it."""
+    from flashgate.errors import KafkaAckOverdue
+    from flashgate.stack.ports import free_port
+    from gateway.producer import OrderProducer
+
+    async def scenario() -> float:
+        config = {
+            "bootstrap.servers": f"127.0.0.1:{free_port()}",
+            "message.timeout.ms": 60_000,
+            "log_level": 0,
+        }
+        producer = OrderProducer(config, ack_timeout_s=0.3)
+        producer.start(asyncio.get_running_loop())
+        started = time.monotonic()
+        try:
+            with pytest.raises(KafkaAckOverdue):
+                await producer.send("orders", b"{}", b"k", [])
+            return time.monotonic() - started
+        finally:
+            await asyncio.to_thread(producer.close, 0.1)
+
+    assert 0.3 <= asyncio.run(scenario()) < 2.0

@@ -52,6 +52,9 @@ class Verdict:
     retry_after_ms: int = 0
     burst: int = 0
     rate_per_s: float = 0.0
+    # ok: the order id already held this reservation (a retry after its gateway
+    # died). Its first record may be in Kafka, so a failed produce must not release it.
+    held: bool = False
 
     @property
     def admitted(self) -> bool:
@@ -70,25 +73,41 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def parse_verdict(reply: Sequence[Any]) -> Verdict:
-    reason = _text(reply[0])
-    if reason in ("ok", "sold_out"):
-        return Verdict(reason, remaining=int(reply[1]), limit=int(reply[2]))  # type: ignore[arg-type]
+def parse_verdict(line: str) -> Verdict:
+    """One line of admit.lua's reply."""
+    reason, *fields = line.split(" ")
+    if reason == "ok":
+        return Verdict("ok", int(fields[0]), int(fields[1]), held=len(fields) > 2)
+    if reason == "sold_out":
+        return Verdict("sold_out", remaining=int(fields[0]), limit=int(fields[1]))
     if reason == "quantity":
-        return Verdict("quantity", limit=int(reply[1]))
+        return Verdict("quantity", limit=int(fields[0]))
     if reason == "purchase_limit":
-        return Verdict("purchase_limit", limit=int(reply[1]), bought=int(reply[2]))
+        return Verdict("purchase_limit", limit=int(fields[0]), bought=int(fields[1]))
     if reason == "rate_limited":
         return Verdict(
             "rate_limited",
-            limiter=_text(reply[1]),  # type: ignore[arg-type]
-            retry_after_ms=int(float(_text(reply[2]))),
-            burst=int(float(_text(reply[3]))),
-            rate_per_s=float(_text(reply[4])),
+            limiter=fields[0],  # type: ignore[arg-type]
+            retry_after_ms=int(float(fields[1])),
+            burst=int(float(fields[2])),
+            rate_per_s=float(fields[3]),
         )
     if reason in ("unknown_sale", "unknown_sku"):
         return Verdict(reason)  # type: ignore[arg-type]
-    raise AdmissionUnavailable(f"unexpected reply from admit.lua: {reply!r}")
+    raise AdmissionUnavailable(f"unexpected reply from admit.lua: {line!r}")
+
+
+def _order_line(reservation: Reservation) -> str:
+    # Ids, SKUs and users are validated tokens: no tab or newline can occur in them.
+    r = reservation
+    return f"{r.reservation_id}\t{r.sku}\t{r.quantity}\t{r.user_id}"
+
+
+def _ip_field(client_ip: str) -> str:
+    # The one free-form field (a trusted X-Forwarded-For); keep the line format intact.
+    if "\t" in client_ip or "\n" in client_ip:
+        return client_ip.replace("\t", " ").replace("\n", " ")
+    return client_ip
 
 
 def _group(items: Sequence[Reservation]) -> dict[str, list[int]]:
@@ -110,6 +129,7 @@ class Admitter:
         batch_max: int = 256,
         now_ms: Callable[[], float] | None = None,
         observe_batch: Callable[[int], None] | None = None,
+        observe_seconds: Callable[[float], None] | None = None,
         wire: RespConnection | None = None,
     ) -> None:
         self._scripts = scripts
@@ -120,7 +140,12 @@ class Admitter:
         # every gateway replica shares.
         self._now_ms = now_ms
         self._batcher: TickBatcher[tuple[Reservation, str], Verdict] | None = (
-            TickBatcher(self._admit_batch, max_batch=batch_max, observe=observe_batch)
+            TickBatcher(
+                self._admit_batch,
+                max_batch=batch_max,
+                observe=observe_batch,
+                observe_seconds=observe_seconds,
+            )
             if batching
             else None
         )
@@ -142,18 +167,10 @@ class Admitter:
 
     def _admit_call(self, items: Sequence[tuple[Reservation, str]]) -> tuple[list[str], list[str]]:
         keys = SaleKeys.of(items[0][0].sale_id)
-        key_list = [*keys.core, keys.sale_tat]
-        args = [self._now_arg(), self._ttl_ms, str(len(items))]
-        for reservation, client_ip in items:
-            key_list.append(keys.user_tat(reservation.user_id))
-            key_list.append(keys.ip_tat(client_ip))
-            args += [
-                reservation.reservation_id,
-                reservation.sku,
-                str(reservation.quantity),
-                reservation.user_id,
-            ]
-        return key_list, args
+        orders = "\n".join(
+            [f"{_order_line(reservation)}\t{_ip_field(ip)}" for reservation, ip in items]
+        )
+        return [*keys.core, keys.sale_tat], [self._now_arg(), self._ttl_ms, orders]
 
     async def _admit_batch(
         self, items: list[tuple[Reservation, str]]
@@ -187,12 +204,9 @@ class Admitter:
         groups = _group(reservations)
         starts: list[tuple[int, list[int]]] = []
         for sale_id, indices in groups.items():
-            args = [str(len(indices))]
-            for index in indices:
-                r = reservations[index]
-                args += [r.reservation_id, r.sku, str(r.quantity), r.user_id]
+            orders = "\n".join([_order_line(reservations[index]) for index in indices])
             starts.append((len(pipe), indices))
-            pipe.script("confirm", SaleKeys.of(sale_id).core, args)
+            pipe.script("confirm", SaleKeys.of(sale_id).core, [orders])
 
         def read(results: list[Any]) -> list[bool]:
             on_time = [True] * len(reservations)
@@ -200,8 +214,11 @@ class Admitter:
                 reply = results[position]
                 if isinstance(reply, BaseException):
                     raise AdmissionUnavailable(f"confirm failed: {reply}")
-                for index, flag in zip(indices, reply, strict=True):
-                    on_time[index] = int(flag) != 0
+                flags = _text(reply)
+                if len(flags) != len(indices):
+                    raise AdmissionUnavailable(f"unexpected reply from confirm.lua: {flags!r}")
+                for index, flag in zip(indices, flags, strict=True):
+                    on_time[index] = flag != "0"
             return on_time
 
         return read
@@ -274,4 +291,7 @@ async def _server_ms(redis: Any) -> float:
 def _group_reply(reply: Any, count: int) -> list[Verdict | BaseException]:
     if isinstance(reply, BaseException):
         return [AdmissionUnavailable(f"admission failed: {reply}") for _ in range(count)]
-    return [parse_verdict(one) for one in reply]
+    lines = _text(reply).split("\n")
+    if len(lines) != count:
+        return [AdmissionUnavailable(f"unexpected reply from admit.lua: {reply!r}")] * count
+    return [parse_verdict(line) for line in lines]

@@ -11,6 +11,7 @@ tick; a busy one pays one Redis call per batch instead of per request.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -35,9 +36,11 @@ class TickBatcher(Generic[T, R]):
         max_batch: int,
         max_in_flight: int = 1,
         observe: Callable[[int], None] | None = None,
+        observe_seconds: Callable[[float], None] | None = None,
     ) -> None:
         self._flush = flush
         self._observe = observe
+        self._observe_seconds = observe_seconds
         self._max_batch = max(1, max_batch)
         self._max_in_flight = max(1, max_in_flight)
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
@@ -72,6 +75,7 @@ class TickBatcher(Generic[T, R]):
         self.items += len(batch)
         if self._observe is not None:
             self._observe(len(batch))
+        started = time.perf_counter()
         try:
             results = await self._flush([item for item, _ in batch])
         except BaseException as exc:
@@ -89,6 +93,8 @@ class TickBatcher(Generic[T, R]):
                 else:
                     future.set_result(result)
         finally:
+            if self._observe_seconds is not None:
+                self._observe_seconds(time.perf_counter() - started)
             self._in_flight -= 1
             if self._queue and not self._scheduled:
                 self._scheduled = True

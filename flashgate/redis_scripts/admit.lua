@@ -26,14 +26,22 @@
 --   9 reaped        zset  reservation id -> when it was returned to stock (ms), kept a day
 --                         so a late confirm knows the units must be taken again
 --  10 sale TAT      string  GCRA theoretical arrival time of the sale limiter (ms)
---   then two per order i: 10+2i-1 user TAT, 10+2i client-IP TAT
+-- The per-user and per-IP TAT keys are named here from KEYS[10]'s hash tag
+-- ("{sale:<id>}:tat:u:<user>", "{sale:<id>}:tat:ip:<ip>"): the same slot as the
+-- declared keys, so the script stays correct on Redis Cluster, and the gateway
+-- sends one argument per batch instead of two keys per order.
 -- ARGV: 1 now in ms ("" = the Redis server's clock), 2 reservation TTL (ms),
---   3 n orders, then four per order: reservation id, sku, quantity, user
--- Returns one array per order:
---   {"ok", remaining, per_order_max}        {"unknown_sale"}    {"unknown_sku"}
---   {"sold_out", remaining, per_order_max}  {"quantity", per_order_max}
---   {"purchase_limit", per_user_max, bought}
---   {"rate_limited", "sale"|"user"|"ip", retry_after_ms, burst, rate}
+--   3 the orders, one line each: "<reservation id>\t<sku>\t<quantity>\t<user>\t<client ip>"
+--   (ids, SKUs and users are validated tokens; the gateway keeps tabs and newlines
+--   out of the ip)
+-- Returns one string, a line per order in order, fields separated by spaces:
+--   "ok <remaining> <per_order_max>[ held]"   ("held": this order id already held
+--                                              its reservation; see below)
+--   "unknown_sale"   "unknown_sku"   "sold_out <remaining> <per_order_max>"
+--   "quantity <per_order_max>"   "purchase_limit <per_user_max> <bought>"
+--   "rate_limited <sale|user|ip> <retry_after_ms> <burst> <rate>"
+-- (one string, not nested arrays: building and parsing those cost the gateway
+-- more than the script costs Redis)
 
 local now = tonumber(ARGV[1])
 if not now then
@@ -41,14 +49,20 @@ if not now then
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
 local ttl_ms = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
+local tag = string.sub(KEYS[10], 1, -10)  -- KEYS[10] is "<tag>:tat:sale"
+local orders = {}
+for line in string.gmatch(ARGV[3], '[^\n]+') do
+  local id, sku, qty, user, ip = string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  orders[#orders + 1] = {id, sku, tonumber(qty), user, ip}
+end
+local n = #orders
 
 local results = {}
 local cfg = redis.call('HMGET', KEYS[1], 'per_order_max', 'per_user_max', 'sale_rate',
   'sale_burst', 'user_rate', 'user_burst', 'ip_rate', 'ip_burst')
 if not cfg[1] then
-  for i = 1, n do results[i] = {'unknown_sale'} end
-  return results
+  for i = 1, n do results[i] = 'unknown_sale' end
+  return table.concat(results, '\n')
 end
 local per_order_max = tonumber(cfg[1])
 local per_user_max = tonumber(cfg[2])
@@ -70,33 +84,39 @@ local function gcra(key, rate, burst)
   return new_tat, 0
 end
 
+local function int(x)
+  return string.format('%d', x)
+end
+
 for i = 1, n do
-  local base = 3 + (i - 1) * 4
-  local id, sku, qty, user = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4]
+  local id, sku, qty, user, ip = unpack(orders[i])
   local loaded = tonumber(redis.call('HGET', KEYS[2], sku))
   if not loaded then
-    results[i] = {'unknown_sku'}
+    results[i] = 'unknown_sku'
   elseif redis.call('HEXISTS', KEYS[6], id) == 1 then
     -- This order already holds a reservation: the retry of a request whose gateway
     -- died, sent with the same Idempotency-Key (so the same order id and body).
     -- Charging it again would count its units twice, and only once would ever be
-    -- returned or confirmed; it keeps the one it has, with a fresh deadline.
+    -- returned or confirmed; it keeps the one it has, with a fresh deadline. The
+    -- reply says "held": the first attempt's record may be in Kafka already, so if
+    -- this attempt's produce fails the gateway must not release the units (the
+    -- reaper looks for the record first).
     redis.call('ZADD', KEYS[5], now + ttl_ms, id)
     local available = loaded - (tonumber(redis.call('HGET', KEYS[4], sku)) or 0)
       - (tonumber(redis.call('HGET', KEYS[3], sku)) or 0)
-    results[i] = {'ok', math.max(available, 0), per_order_max}
+    results[i] = 'ok ' .. int(math.max(available, 0)) .. ' ' .. int(per_order_max) .. ' held'
   elseif qty > per_order_max then
-    results[i] = {'quantity', per_order_max}
+    results[i] = 'quantity ' .. int(per_order_max)
   else
     local available = loaded - (tonumber(redis.call('HGET', KEYS[4], sku)) or 0)
       - (tonumber(redis.call('HGET', KEYS[3], sku)) or 0)
     local bought = tonumber(redis.call('HGET', KEYS[7], user)) or 0
     if available < qty then
-      results[i] = {'sold_out', math.max(available, 0), per_order_max}
+      results[i] = 'sold_out ' .. int(math.max(available, 0)) .. ' ' .. int(per_order_max)
     elseif per_user_max > 0 and bought + qty > per_user_max then
-      results[i] = {'purchase_limit', per_user_max, bought}
+      results[i] = 'purchase_limit ' .. int(per_user_max) .. ' ' .. int(bought)
     else
-      local tat_keys = {KEYS[10], KEYS[10 + 2 * i - 1], KEYS[10 + 2 * i]}
+      local tat_keys = {KEYS[10], tag .. ':tat:u:' .. user, tag .. ':tat:ip:' .. ip}
       local new_tats = {}
       local denied, wait = nil, 0
       for j = 1, 3 do
@@ -105,8 +125,8 @@ for i = 1, n do
         if not new_tat and w > wait then denied, wait = j, w end
       end
       if denied then
-        results[i] = {'rate_limited', limits[denied][1], tostring(math.ceil(wait)),
-          tostring(limits[denied][3]), tostring(limits[denied][2])}
+        results[i] = 'rate_limited ' .. limits[denied][1] .. ' ' .. int(math.ceil(wait)) .. ' '
+          .. tostring(limits[denied][3]) .. ' ' .. tostring(limits[denied][2])
       else
         for j = 1, 3 do
           if new_tats[j] > 0 then
@@ -118,9 +138,9 @@ for i = 1, n do
         redis.call('HINCRBY', KEYS[7], user, qty)
         redis.call('ZADD', KEYS[5], now + ttl_ms, id)
         redis.call('HSET', KEYS[6], id, sku .. '\t' .. qty .. '\t' .. user)
-        results[i] = {'ok', available - qty, per_order_max}
+        results[i] = 'ok ' .. int(available - qty) .. ' ' .. int(per_order_max)
       end
     end
   end
 end
-return results
+return table.concat(results, '\n')

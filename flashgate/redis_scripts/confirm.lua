@@ -8,29 +8,28 @@
 --
 -- KEYS: the sale's keys 1-9 as in admit.lua (config, loaded, reserved, accepted,
 --   pending, reservations, bought, counters, reaped), all under the hash tag {sale:<id>}.
--- ARGV: 1 n orders, then four per order: reservation id, sku, quantity, user
--- Returns one integer per order: 1 confirmed, 0 confirmed late (see above),
---   -1 nothing to confirm (already confirmed, or released).
+-- ARGV: 1 the orders, one line each: "<reservation id>\t<sku>\t<quantity>\t<user>"
+-- Returns one string, a character per order in order: "1" confirmed, "0" confirmed
+--   late (see above), "-" nothing to confirm (already confirmed, or released).
 
-local n = tonumber(ARGV[1])
 local results = {}
-for i = 1, n do
-  local base = 1 + (i - 1) * 4
-  local id, sku, qty, user = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), ARGV[base + 4]
-  local outcome = -1
+for line in string.gmatch(ARGV[1], '[^\n]+') do
+  local id, sku, qty, user = string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+  qty = tonumber(qty)
+  local outcome = '-'
   if redis.call('HDEL', KEYS[6], id) == 1 then
     redis.call('ZREM', KEYS[5], id)
     redis.call('HINCRBY', KEYS[3], sku, -qty)
-    outcome = 1
+    outcome = '1'
   elseif redis.call('ZREM', KEYS[9], id) == 1 then
     redis.call('HINCRBY', KEYS[7], user, qty)
-    outcome = 0
+    outcome = '0'
   end
-  if outcome >= 0 then
+  if outcome ~= '-' then
     redis.call('HINCRBY', KEYS[4], sku, qty)
     redis.call('HINCRBY', KEYS[8], 'accepted_orders', 1)
     redis.call('HINCRBY', KEYS[8], 'accepted_units', qty)
   end
-  results[i] = outcome
+  results[#results + 1] = outcome
 end
-return results
+return table.concat(results)
