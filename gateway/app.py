@@ -110,10 +110,12 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             admitter,
             statuses,
             idempotency,
+            sold_out_cache,
             batching=gateway.admission_batching,
             batch_max=gateway.admission_batch_max,
             wire=scripts.wire() if lean else None,
             observe_seconds=metrics.settle_seconds.observe,
+            observe_ack_seconds=metrics.produce_seconds.observe,
         )
         context = GatewayContext(
             settings=settings,

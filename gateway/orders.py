@@ -2,10 +2,10 @@
 
 In order: content type, size-limited body, strict schema, the Idempotency-Key
 claim, the local sold-out memory, admission in Redis (one atomic step, batched
-with concurrent requests), produce to Kafka and await acks=all, then settle
-(confirm the reservation, write the status). A 202 is sent only after Kafka
-acknowledged the record; if it did not, the reservation is released and the
-answer is 503.
+with concurrent requests), produce to Kafka with acks=all, and wait for the
+settler (`settle.py`), which confirms the reservation and writes the status
+once Kafka acknowledged the record. A 202 is sent only after that; if Kafka
+did not take the record, the reservation is given back and the answer is 503.
 
 This is the hot path, so it is a plain ASGI endpoint: headers are read once
 from the scope and the answer is sent as two ASGI messages, without
@@ -15,7 +15,6 @@ same as for every route).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -25,9 +24,8 @@ from starlette.types import Receive, Scope, Send
 from flashgate.admission.admitter import Reservation, Verdict
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.idempotency import Claim, body_digest
-from flashgate.errors import KafkaAckOverdue, KafkaUnavailable
+from flashgate.errors import KafkaUnavailable
 from flashgate.ids import new_order_id
-from flashgate.kafka.producer import DeliveredRecord
 from flashgate.order import OrderRecord, OrderRequest, encode_record
 from gateway.auth import CALLER_SCOPE_KEY
 from gateway.body import check_declared_length, receive_limited_body
@@ -35,7 +33,7 @@ from gateway.context import GatewayContext
 from gateway.problems import ApiError, unavailable
 from gateway.producer import Headers
 from gateway.ratelimit_headers import rate_limit_headers
-from gateway.settle import Accepted
+from gateway.settle import Produced
 from gateway.validation import parse_order
 
 log = logging.getLogger(__name__)
@@ -289,94 +287,20 @@ async def _admit_and_produce(
         order_id.encode(),
         status_url.encode(),
     )
+    produced_order = Produced(reservation, accepted_at, verdict.held, claim, answer)
     try:
         produced = context.producer.send(
             settings.kafka.orders_topic, encode_record(record), order_id.encode(), RECORD_HEADERS
         )
     except KafkaUnavailable as exc:  # the local queue is full: backpressure
         log.warning("order not accepted: %s", exc)
-        await _give_back(context, reservation, verdict.held, exc)
+        await context.settler.give_back(produced_order, exc)
         context.metrics.decision("unavailable")
         raise unavailable("the gateway is overloaded; retry shortly") from None
-    try:
-        delivered = await _await_ack(context, produced)
-    except asyncio.CancelledError:
-        # The client went away or the server is stopping: the record may still be
-        # acknowledged, so finish the bookkeeping in the background either way.
-        _finish_in_background(
-            context, produced, reservation, verdict.held, accepted_at, claim, answer
-        )
-        raise
-    if isinstance(delivered, KafkaUnavailable):
-        await _give_back(context, reservation, verdict.held, delivered)
+    # From here the settler sees the order through, even if this request is cancelled.
+    outcome = await context.settler.follow(produced, produced_order)
+    if isinstance(outcome, KafkaUnavailable):
         context.metrics.decision("unavailable")
         raise unavailable("the order could not be stored; retry shortly")
-
     context.metrics.decision("accepted")
-    await context.settler.settle(
-        Accepted(reservation, accepted_at, delivered.partition, delivered.offset, claim, answer)
-    )
     return Answer(202, answer, [(b"location", status_url.encode())])
-
-
-async def _await_ack(
-    context: GatewayContext, produced: asyncio.Future[DeliveredRecord]
-) -> DeliveredRecord | KafkaUnavailable:
-    """The broker's acknowledgement, or why there is none."""
-    started = time.perf_counter()
-    try:
-        # The producer fails the future itself past its deadline (one sweep for all
-        # requests); shielded so a cancelled request leaves it to the background finisher.
-        delivered = await asyncio.shield(produced)
-    except KafkaUnavailable as exc:
-        log.warning("order not accepted, Kafka did not acknowledge: %s", exc)
-        return exc
-    context.metrics.produce_seconds.observe(time.perf_counter() - started)
-    return delivered
-
-
-async def _give_back(
-    context: GatewayContext, reservation: Reservation, held: bool, failure: KafkaUnavailable
-) -> None:
-    """Return the units of an order Kafka did not take, unless a record of it may exist.
-
-    Two cases keep the reservation for the reaper, which returns the units only
-    once Kafka is shown not to hold the order: a reservation this request found
-    already held (its first attempt's record may have been acknowledged before that
-    gateway died), and a missing delivery report (the record's fate is unknown).
-    """
-    if held or isinstance(failure, KafkaAckOverdue):
-        log.warning("reservation %s left for the reaper: its record may be in Kafka", reservation)
-        return
-    try:
-        await context.admitter.release([reservation])
-    except AdmissionUnavailable as exc:
-        log.warning("reservation %s not released (the reaper will): %s", reservation, exc)
-    context.sold_out.forget(reservation.sale_id, reservation.sku)
-
-
-def _finish_in_background(
-    context: GatewayContext,
-    produced: asyncio.Future[DeliveredRecord],
-    reservation: Reservation,
-    held: bool,
-    accepted_at: float,
-    claim: Claim | None,
-    answer: bytes,
-) -> None:
-    async def finish() -> None:
-        try:
-            delivered = await produced
-        except KafkaUnavailable as exc:
-            await _give_back(context, reservation, held, exc)
-            if claim is not None:
-                await _release(context, claim)
-            return
-        await context.settler.settle(
-            Accepted(reservation, accepted_at, delivered.partition, delivered.offset, claim, answer)
-        )
-
-    task = asyncio.get_running_loop().create_task(finish())
-    background: set[asyncio.Task[None]] = context.settler.background
-    background.add(task)
-    task.add_done_callback(background.discard)

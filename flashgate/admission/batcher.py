@@ -51,13 +51,21 @@ class TickBatcher(Generic[T, R]):
         self.items = 0
 
     async def submit(self, item: T) -> R:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[R] = loop.create_future()
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.enqueue(item, future)
+        return await future
+
+    def enqueue(self, item: T, future: asyncio.Future[R]) -> None:
+        """Add `item` to the next batch; its result (or exception) goes to `future`.
+
+        For callers that are callbacks rather than coroutines; a `future` that is
+        already done (its waiter gave up) is skipped when the batch returns, but the
+        item is still flushed.
+        """
         self._queue.append((item, future))
         if not self._scheduled and self._in_flight < self._max_in_flight:
             self._scheduled = True
-            loop.call_soon(self._start)
-        return await future
+            asyncio.get_running_loop().call_soon(self._start)
 
     def _start(self) -> None:
         self._scheduled = False
