@@ -19,8 +19,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from flashgate.admission.admitter import Admitter, Reservation
 from flashgate.admission.batcher import TickBatcher
@@ -40,8 +41,7 @@ RETRY_DELAYS_S = (0.2, 1.0, 3.0, 10.0)
 Outcome = DeliveredRecord | KafkaUnavailable
 
 
-@dataclass(frozen=True, slots=True)
-class Produced:
+class Produced(msgspec.Struct, frozen=True):
     """An order handed to the producer, with what settling or giving it back needs."""
 
     reservation: Reservation
@@ -53,8 +53,7 @@ class Produced:
     answer: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(msgspec.Struct, frozen=True):
     order: Produced
     delivered: DeliveredRecord
 

@@ -9,10 +9,10 @@ reservation id is the order id. Redis errors leave this module only as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
+import msgspec
 from redis.exceptions import RedisError
 
 from flashgate.admission.batcher import TickBatcher
@@ -30,8 +30,7 @@ EXPIRED_PER_CALL = 500
 SCRIPTS = ("admit", "confirm", "release", "reap", "load_sale")
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
+class Reservation(msgspec.Struct, frozen=True):
     reservation_id: str
     sale_id: str
     sku: str
@@ -39,8 +38,7 @@ class Reservation:
     user_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     """What admission decided, with what the answer needs to be honest."""
 
     reason: Reason
@@ -61,8 +59,7 @@ class Verdict:
         return self.reason == "ok"
 
 
-@dataclass(frozen=True, slots=True)
-class Expired:
+class Expired(msgspec.Struct, frozen=True):
     """A reservation past its deadline, neither confirmed nor released."""
 
     reservation: Reservation
@@ -157,9 +154,13 @@ class Admitter:
     def _now_arg(self) -> str:
         return "" if self._now_ms is None else repr(self._now_ms())
 
-    async def admit(self, reservation: Reservation, client_ip: str) -> Verdict:
+    def admit(self, reservation: Reservation, client_ip: str) -> Awaitable[Verdict]:
+        """Admit one order, batched with concurrent ones unless batching is off."""
         if self._batcher is not None:
-            return await self._batcher.submit((reservation, client_ip))
+            return self._batcher.submit((reservation, client_ip))
+        return self._admit_alone(reservation, client_ip)
+
+    async def _admit_alone(self, reservation: Reservation, client_ip: str) -> Verdict:
         result = (await self._admit_batch([(reservation, client_ip)]))[0]
         if isinstance(result, BaseException):
             raise result

@@ -50,10 +50,12 @@ class TickBatcher(Generic[T, R]):
         self.batches = 0
         self.items = 0
 
-    async def submit(self, item: T) -> R:
+    def submit(self, item: T) -> asyncio.Future[R]:
+        """Add `item` to the next batch; await the returned future for its result."""
+        # A plain function returning the future: no coroutine frame per item.
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self.enqueue(item, future)
-        return await future
+        return future
 
     def enqueue(self, item: T, future: asyncio.Future[R]) -> None:
         """Add `item` to the next batch; its result (or exception) goes to `future`.

@@ -18,9 +18,9 @@ import asyncio
 import hashlib
 import os
 import time
-from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
 from redis.exceptions import RedisError
 
 from flashgate.admission.batcher import TickBatcher
@@ -36,8 +36,7 @@ POLL_MAX_S = 0.05
 State = Literal["new", "reused", "pending", "done"]
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(msgspec.Struct, frozen=True):
     """The outcome of `begin`: `new` carries the owner token needed to finish or release."""
 
     state: State
