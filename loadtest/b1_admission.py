@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians are reported)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rows", help="comma-separated subset of rows")
-    parser.add_argument("--kafka-warm-up-s", type=float, default=30.0,
+    parser.add_argument("--kafka-warm-up-s", type=float, default=60.0,
                         help="produce traffic before measuring, for the broker's JIT")  # fmt: skip
     args = parser.parse_args()
     seconds, runs = (3.0, 1) if args.quick else (args.seconds, args.runs)

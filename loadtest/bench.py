@@ -263,6 +263,10 @@ def main(argv: list[str] | None = None) -> None:
                 outcomes[bench.key] = saved
             continue
         if wanted and bench.key not in wanted:
+            # Keep the last saved figures of the others, so the report stays whole.
+            saved = _load(args.out / f"{bench.key.lower()}-summary.json")
+            if saved is not None:
+                outcomes[bench.key] = saved
             continue
         outcomes[bench.key] = run_benchmark(bench, args.quick, args.out)
         (args.out / f"{bench.key.lower()}-summary.json").write_text(
