@@ -24,3 +24,13 @@ def new_order_id(now_ms: int | None = None) -> str:
 
 def is_order_id(text: str) -> bool:
     return len(text) == 26 and all(c in _ALPHABET for c in text)
+
+
+def order_id_time_ms(order_id: str) -> int | None:
+    """When the id was minted (ms since the epoch), or None if it is not a ULID."""
+    if not is_order_id(order_id):
+        return None
+    value = 0
+    for char in order_id[:10]:  # 10 digits = 50 bits: 2 zero bits of padding, then the time
+        value = value * 32 + _ALPHABET.index(char)
+    return value

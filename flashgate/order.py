@@ -14,7 +14,11 @@ RECORD_VERSION = 1
 PER_ORDER_MAX_DEFAULT = 10
 ATTRIBUTES_MAX = 16
 
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
+# "$" alone also matches before a final newline in Python's re (msgspec searches
+# with it): "bob\n" would pass and then split a line of admit.lua's input in two.
+# The lookahead shuts that out and means nothing to a JSON Schema (ECMA) reader.
+NAME_PATTERN = r"^[A-Za-z0-9._:-]+$(?!\n)"
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 AttrKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 AttrValue = Annotated[str, msgspec.Meta(max_length=256)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=1_000)]

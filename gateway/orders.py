@@ -175,8 +175,8 @@ async def _create_order(context: GatewayContext, scope: Scope, receive: Receive)
     except Exception:
         await _release(context, claim)
         raise
-    # A cancelled request (CancelledError) keeps its claim: the background
-    # finisher stores or releases it, or it expires.
+    # A cancelled request (CancelledError) leaves its claim to the settler, which
+    # stores the answer or frees the key once Kafka has answered.
 
 
 def _replay(claim: Claim) -> Answer:

@@ -110,15 +110,13 @@ class OrderProducer:
                     KafkaAckOverdue(f"no delivery report within {self._ack_timeout_s:g} s")
                 )
             open_futures.popleft()
-        if open_futures and self._loop is not None:
+        if open_futures and self._loop is not None and not self._closed.is_set():
             self._sweep = self._loop.call_later(SWEEP_INTERVAL_S, self._fail_overdue)
 
     def close(self, timeout_s: float = 10.0) -> int:
         """Stop polling, flush what is queued; return how many records are undelivered."""
+        # The sweep stops itself once closed (this runs off the loop's thread).
         self._closed.set()
-        if self._sweep is not None:
-            self._sweep.cancel()
-            self._sweep = None
         if self._poller.is_alive():
             self._poller.join(timeout=self._poll_interval_s * 10)
         remaining = int(self._producer.flush(timeout_s))

@@ -12,8 +12,11 @@ units: stock is held back, never oversold.
 The search window is the reservation's creation time (deadline - TTL) to that
 plus the produce timeout, widened by `CLOCK_SLACK_MS` for clock differences
 between gateway hosts and Redis; a reservation is looked at only once no
-record of it can still arrive. Every gateway replica runs a reaper: confirm
-and reap are idempotent, so two reapers agree.
+record of it can still arrive. It starts no later than the time in the order id
+(a ULID minted before the first produce): a retry that re-admitted the order
+renewed its deadline, and the first attempt's record is older than that.
+Every gateway replica runs a reaper: confirm and reap are idempotent, so two
+reapers agree.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from flashgate.admission.admitter import Admitter, Expired
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.sales import SaleStore
 from flashgate.errors import KafkaUnavailable
+from flashgate.ids import order_id_time_ms
 from flashgate.kafka.record_finder import find_keys
 from flashgate.settings import KafkaSettings
 
@@ -86,8 +90,10 @@ class Reaper:
 
     def _window(self, expired: Expired) -> tuple[int, int]:
         created = expired.deadline_ms - self._ttl_ms
+        minted = order_id_time_ms(expired.reservation.reservation_id)
+        first = created if minted is None else min(created, minted)
         return (
-            int(created - CLOCK_SLACK_MS),
+            int(first - CLOCK_SLACK_MS),
             int(created + self._produce_timeout_ms + CLOCK_SLACK_MS),
         )
 

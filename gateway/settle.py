@@ -100,7 +100,11 @@ class Settler:
 
         def on_report(produced: asyncio.Future[DeliveredRecord]) -> None:
             self._following.discard(produced)
-            failure = produced.exception()
+            failure = (
+                KafkaUnavailable("the produce was cancelled")
+                if produced.cancelled()
+                else produced.exception()
+            )
             if failure is None:
                 if self._observe_ack_seconds is not None:
                     self._observe_ack_seconds(time.perf_counter() - sent)
@@ -140,6 +144,12 @@ class Settler:
     ) -> None:
         try:
             await self.give_back(order, failure)
+            if outcome.cancelled() and order.claim is not None:
+                # Nobody is left to answer: free the Idempotency-Key for the retry now
+                # rather than after its lease.
+                await self._idempotency.release(order.claim)
+        except AdmissionUnavailable as exc:
+            log.warning("order %s: giving back stopped short: %s", _order_id(order), exc)
         finally:
             if not outcome.done():
                 outcome.set_result(failure)
@@ -151,7 +161,12 @@ class Settler:
             self._spawn(self._settle_alone(accepted, outcome))
 
     async def _settle_alone(self, accepted: Accepted, outcome: asyncio.Future[Outcome]) -> None:
-        delivered = (await self._flush([accepted]))[0]
+        try:
+            delivered = (await self._flush([accepted]))[0]
+        except BaseException as exc:
+            if not outcome.done():
+                outcome.set_exception(exc)
+            raise
         if not outcome.done():
             outcome.set_result(delivered)
 

@@ -17,6 +17,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission.admitter import Admitter, Reservation, Verdict
+from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.idempotency import IdempotencyStore
 from flashgate.admission.keys import SaleKeys
 from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleStore
@@ -219,6 +220,25 @@ def test_same_order_id_admitted_again_keeps_one_reservation(run: Any) -> None:
         assert report.skus["A"].reserved == 0 and report.skus["A"].accepted == 2
         assert report.skus["A"].remaining == 1
         assert (await h.admit(user="u1"))[1].reason == "purchase_limit"
+
+    run(body)
+
+
+def test_a_batch_that_does_not_parse_changes_nothing(run: Any) -> None:
+    """Lines are split on newlines in Lua: a field with one (impossible past the
+    schema) must fail the call before any write, not reserve half a batch."""
+
+    async def body(h: Harness) -> None:
+        await h.load(stock={"A": 3})
+        bad = Reservation(new_order_id(), "s1", "A", 1, "u\nx")
+        with pytest.raises(AdmissionUnavailable):
+            await h.admitter.admit(bad, "1.1.1.1")
+        assert await h.remaining() == 3
+        # The client IP is free-form (X-Forwarded-For): tabs and newlines are neutralised.
+        assert (
+            await h.admitter.admit(Reservation(new_order_id(), "s1", "A", 1, "u1"), "a\tb\nc")
+        ).admitted
+        assert await h.remaining() == 2
 
     run(body)
 

@@ -104,3 +104,51 @@ def test_reaper_holds_stock_while_kafka_cannot_be_read(service_env: ServiceEnv) 
     reports, stock = asyncio.run(_scenario(service_env, dead, in_kafka=1, absent=1))
     assert reports[2] == ReapReport(waiting=2)
     assert stock == {"remaining": 8, "reserved": 2, "accepted": 0}
+
+
+def test_reaper_finds_the_first_attempts_record_of_a_re_admitted_order(
+    service_env: ServiceEnv,
+) -> None:
+    """A retry (same Idempotency-Key, so the same order id) re-admits an order whose
+    first gateway died after Kafka's ack: the deadline is renewed, but the first
+    record is older than the new window. The reaper must still find it (the order
+    id's time bounds the search) and confirm it, not return its units."""
+
+    async def scenario() -> tuple[ReapReport, dict[str, int]]:
+        kafka = service_env.settings.kafka
+        redis = Redis.from_url(service_env.variables["FLASHGATE_REDIS_URL"])
+        try:
+            scripts = RedisScripts(redis, admitter_module.SCRIPTS)
+            sales = SaleStore(scripts)
+            await sales.load("s2", SaleDefinition(stock={"A": 10}, rates=OPEN), SalesSettings())
+            admitter = Admitter(scripts, reservation_ttl_ms=TTL_MS, batching=False)
+            order = Reservation(new_order_id(), "s2", "A", 1, "u1")
+            assert (await admitter.admit(order, "127.0.0.1")).admitted
+            _produce(kafka, [order.reservation_id])  # acknowledged; its gateway then died
+            await asyncio.sleep((PRODUCE_TIMEOUT_MS + 2 * CLOCK_SLACK_MS) / 1000 + 0.5)
+            again = await admitter.admit(order, "127.0.0.1")  # the retry, whose produce fails
+            assert again.admitted and again.held
+
+            def find(keys: Collection[bytes], start_ms: int, end_ms: int) -> set[bytes]:
+                return find_keys(kafka, kafka.orders_topic, keys, start_ms, end_ms, timeout_s=3)
+
+            reaper = Reaper(
+                admitter,
+                sales,
+                find,
+                reservation_ttl_ms=TTL_MS,
+                produce_timeout_ms=PRODUCE_TIMEOUT_MS,
+            )
+            await asyncio.sleep((TTL_MS + PRODUCE_TIMEOUT_MS + CLOCK_SLACK_MS) / 1000 + 0.2)
+            report = await reaper.run_once()
+            sale = await sales.report("s2")
+            assert sale is not None
+            sku = sale.skus["A"]
+            return report, {"remaining": sku.remaining, "reserved": sku.reserved,
+                            "accepted": sku.accepted}  # fmt: skip
+        finally:
+            await redis.aclose()
+
+    report, stock = asyncio.run(scenario())
+    assert report == ReapReport(confirmed=1)
+    assert stock == {"remaining": 9, "reserved": 0, "accepted": 1}

@@ -130,6 +130,16 @@ def test_duplicate_keys_are_refused(body: bytes, field: str) -> None:
     assert caught.value.extra["details"] == [{"field": field, "error": "duplicate field"}]
 
 
+@pytest.mark.parametrize("name", ["bob\n", "\nbob", "b\tob", "bob\r\n"])
+def test_names_with_line_breaks_are_refused(name: str) -> None:
+    # Python's "$" also matches before a final newline: the pattern must not.
+    body = json.dumps({**VALID, "user_id": name}).encode()
+    with pytest.raises(ApiError) as caught:
+        parse_order(body)
+    assert caught.value.status == 422
+    assert [d["field"] for d in caught.value.extra["details"]] == ["user_id"]
+
+
 def test_field_names_inside_values_are_not_duplicates() -> None:
     body = b'{"sale_id":"a","sku":"b","quantity":1,"user_id":"u","attributes":{"quantity":"sku"}}'
     assert parse_order(body).attributes == {"quantity": "sku"}

@@ -171,7 +171,7 @@ class Admitter:
         orders = "\n".join(
             [f"{_order_line(reservation)}\t{_ip_field(ip)}" for reservation, ip in items]
         )
-        return [*keys.core, keys.sale_tat], [self._now_arg(), self._ttl_ms, orders]
+        return [*keys.core, keys.sale_tat], [self._now_arg(), self._ttl_ms, str(len(items)), orders]
 
     async def _admit_batch(
         self, items: list[tuple[Reservation, str]]
@@ -207,7 +207,7 @@ class Admitter:
         for sale_id, indices in groups.items():
             orders = "\n".join([_order_line(reservations[index]) for index in indices])
             starts.append((len(pipe), indices))
-            pipe.script("confirm", SaleKeys.of(sale_id).core, [orders])
+            pipe.script("confirm", SaleKeys.of(sale_id).core, [str(len(indices)), orders])
 
         def read(results: list[Any]) -> list[bool]:
             on_time = [True] * len(reservations)
@@ -295,4 +295,11 @@ def _group_reply(reply: Any, count: int) -> list[Verdict | BaseException]:
     lines = _text(reply).split("\n")
     if len(lines) != count:
         return [AdmissionUnavailable(f"unexpected reply from admit.lua: {reply!r}")] * count
-    return [parse_verdict(line) for line in lines]
+    return [_verdict_or_error(line) for line in lines]
+
+
+def _verdict_or_error(line: str) -> Verdict | BaseException:
+    try:
+        return parse_verdict(line)
+    except (AdmissionUnavailable, ValueError, IndexError) as exc:
+        return AdmissionUnavailable(f"unexpected reply from admit.lua: {line!r} ({exc})")

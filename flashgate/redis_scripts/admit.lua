@@ -31,13 +31,15 @@
 -- declared keys, so the script stays correct on Redis Cluster, and the gateway
 -- sends one argument per batch instead of two keys per order.
 -- ARGV: 1 now in ms ("" = the Redis server's clock), 2 reservation TTL (ms),
---   3 the orders, one line each: "<reservation id>\t<sku>\t<quantity>\t<user>\t<client ip>"
---   (ids, SKUs and users are validated tokens; the gateway keeps tabs and newlines
---   out of the ip)
+--   3 n orders, 4 the orders, one line each:
+--   "<reservation id>\t<sku>\t<quantity>\t<user>\t<client ip>" (ids, SKUs and users
+--   are validated tokens; the gateway keeps tabs and newlines out of the ip). If the
+--   lines are not n, the call fails before any write; a line that does not parse is
+--   answered "invalid" and changes nothing.
 -- Returns one string, a line per order in order, fields separated by spaces:
 --   "ok <remaining> <per_order_max>[ held]"   ("held": this order id already held
 --                                              its reservation; see below)
---   "unknown_sale"   "unknown_sku"   "sold_out <remaining> <per_order_max>"
+--   "unknown_sale"   "unknown_sku"   "invalid"   "sold_out <remaining> <per_order_max>"
 --   "quantity <per_order_max>"   "purchase_limit <per_user_max> <bought>"
 --   "rate_limited <sale|user|ip> <retry_after_ms> <burst> <rate>"
 -- (one string, not nested arrays: building and parsing those cost the gateway
@@ -50,12 +52,16 @@ if not now then
 end
 local ttl_ms = tonumber(ARGV[2])
 local tag = string.sub(KEYS[10], 1, -10)  -- KEYS[10] is "<tag>:tat:sale"
+local n = tonumber(ARGV[3])
 local orders = {}
-for line in string.gmatch(ARGV[3], '[^\n]+') do
-  local id, sku, qty, user, ip = string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
+for line in string.gmatch(ARGV[4], '[^\n]+') do
+  local id, sku, qty, user, ip = string.match(line, '^([^\t]+)\t([^\t]+)\t(%d+)\t([^\t]+)\t(.*)$')
   orders[#orders + 1] = {id, sku, tonumber(qty), user, ip}
 end
-local n = #orders
+-- Checked before any write: a batch that does not parse changes nothing.
+if #orders ~= n then
+  return redis.error_reply('admit: expected ' .. n .. ' orders, parsed ' .. #orders)
+end
 
 local results = {}
 local cfg = redis.call('HMGET', KEYS[1], 'per_order_max', 'per_user_max', 'sale_rate',
@@ -90,8 +96,10 @@ end
 
 for i = 1, n do
   local id, sku, qty, user, ip = unpack(orders[i])
-  local loaded = tonumber(redis.call('HGET', KEYS[2], sku))
-  if not loaded then
+  local loaded = id and tonumber(redis.call('HGET', KEYS[2], sku))
+  if not id then
+    results[i] = 'invalid'
+  elseif not loaded then
     results[i] = 'unknown_sku'
   elseif redis.call('HEXISTS', KEYS[6], id) == 1 then
     -- This order already holds a reservation: the retry of a request whose gateway

@@ -8,16 +8,29 @@
 --
 -- KEYS: the sale's keys 1-9 as in admit.lua (config, loaded, reserved, accepted,
 --   pending, reservations, bought, counters, reaped), all under the hash tag {sale:<id>}.
--- ARGV: 1 the orders, one line each: "<reservation id>\t<sku>\t<quantity>\t<user>"
+-- ARGV: 1 n orders, 2 the orders, one line each: "<reservation id>\t<sku>\t<quantity>\t<user>"
+--   (if the lines are not n, the call fails before any write)
 -- Returns one string, a character per order in order: "1" confirmed, "0" confirmed
 --   late (see above), "-" nothing to confirm (already confirmed, or released).
 
+local n = tonumber(ARGV[1])
+local orders = {}
+for line in string.gmatch(ARGV[2], '[^\n]+') do
+  local id, sku, qty, user = string.match(line, '^([^\t]+)\t([^\t]+)\t(%d+)\t(.+)$')
+  orders[#orders + 1] = {id, sku, tonumber(qty), user}
+end
+-- Checked before any write: a batch that does not parse changes nothing.
+if #orders ~= n then
+  return redis.error_reply('confirm: expected ' .. n .. ' orders, parsed ' .. #orders)
+end
+
 local results = {}
-for line in string.gmatch(ARGV[1], '[^\n]+') do
-  local id, sku, qty, user = string.match(line, '^([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$')
-  qty = tonumber(qty)
+for i = 1, n do
+  local id, sku, qty, user = unpack(orders[i])
   local outcome = '-'
-  if redis.call('HDEL', KEYS[6], id) == 1 then
+  if not id then
+    outcome = '-'
+  elseif redis.call('HDEL', KEYS[6], id) == 1 then
     redis.call('ZREM', KEYS[5], id)
     redis.call('HINCRBY', KEYS[3], sku, -qty)
     outcome = '1'

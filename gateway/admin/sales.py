@@ -18,13 +18,13 @@ from gateway.problems import ApiError, json_response, unavailable
 from gateway.soldout import SoldOutCache
 
 ADMIN_BODY_MAX = 1024 * 1024
-_SALE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_SALE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _decoder = msgspec.json.Decoder(SaleDefinition)
 
 
 def _sale_id(request: Request) -> str:
     sale_id: str = request.path_params["sale_id"]
-    if not _SALE_ID.match(sale_id):
+    if not _SALE_ID.fullmatch(sale_id):
         raise ApiError(
             422,
             "validation_error",
