@@ -18,6 +18,8 @@ Rows:
   soldout-flag      a sold-out rush (every answer 409) with the local sold-out memory
   soldout-noflag    the same with `sold_out_cache_ms = 0` (Redis answers every 409)
   bare-uvicorn / gateway-uvicorn   the same app on uvicorn + httptools (if installed)
+  gateway@REF       with `--compare-ref REF`: the gateway of another commit (a temporary
+                    git worktree), to measure what a change bought side by side
 Then the gateway is run again at 80 % of its measured maximum (paced wrk) for p50/p99.
 """
 
@@ -25,13 +27,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +68,18 @@ async def _load_sales(redis_url: str) -> None:
         await redis.aclose()
 
 
-def _rows(stack: Stack, names: list[str]) -> dict[str, dict[str, Any]]:
+def _rows(
+    stack: Stack, names: list[str], trees: dict[str, Path] | None = None
+) -> dict[str, dict[str, Any]]:
     """Start one server per row; return name -> {url, pid, env for wrk}."""
     python = sys.executable
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         port = free_port()
         wrk_env: dict[str, str] = {}
-        if name in ("bare", "bare-uvicorn"):
+        if trees and name in trees:
+            process, port, _ = stack.start_gateway(tree=trees[name])
+        elif name in ("bare", "bare-uvicorn"):
             server = "uvicorn" if name.endswith("uvicorn") else "hypercorn"
             argv = [python, str(REPO / "loadtest" / "bare_app.py"), "--port", str(port),
                     "--server", server]  # fmt: skip
@@ -108,6 +117,20 @@ def _measure(row: dict[str, Any], seconds: float, connections: int,
     return result
 
 
+@contextlib.contextmanager
+def _worktree(ref: str, root: Path) -> Iterator[Path]:
+    """A detached checkout of `ref` under `root`, removed afterwards."""
+    path = root / "compare-tree"
+    git = ["git", "-C", str(REPO)]
+    subprocess.run([*git, "worktree", "add", "--detach", str(path), ref], check=True,
+                   capture_output=True)  # fmt: skip
+    try:
+        yield path
+    finally:
+        subprocess.run([*git, "worktree", "remove", "--force", str(path)], check=False,
+                       capture_output=True)  # fmt: skip
+
+
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ["req_per_s", "good_per_s", "p50_ms", "p99_ms", "server_cpu_share",
             "server_cpu_us_per_req"]  # fmt: skip
@@ -121,6 +144,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians are reported)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rows", help="comma-separated subset of rows")
+    parser.add_argument("--compare-ref", help="add the gateway of this git commit as a row")
     parser.add_argument("--kafka-warm-up-s", type=float, default=60.0,
                         help="produce traffic before measuring, for the broker's JIT")  # fmt: skip
     args = parser.parse_args()
@@ -132,10 +156,15 @@ def main() -> None:
     if args.rows:
         names = [n for n in args.rows.split(",") if n]
 
-    with Stack() as stack:
+    with Stack() as stack, contextlib.ExitStack() as cleanup:
         assert stack.redis is not None
         asyncio.run(_load_sales(stack.redis.url))
-        rows = _rows(stack, names)
+        trees: dict[str, Path] = {}
+        if args.compare_ref:
+            name = f"gateway@{args.compare_ref}"
+            trees[name] = cleanup.enter_context(_worktree(args.compare_ref, stack.root))
+            names.append(name)
+        rows = _rows(stack, names, trees)
         # Warm up: connections and caches everywhere, and the broker's JIT compiler,
         # which otherwise burns most of a core for the first tens of seconds of
         # produce traffic, on the core the load generator and Redis share.
@@ -188,6 +217,7 @@ def main() -> None:
             "bare-uvicorn/bare": ratio("bare-uvicorn", "bare", "req_per_s"),
             "gateway-uvicorn/bare-uvicorn": ratio("gateway-uvicorn", "bare-uvicorn"),
             "gateway-uvicorn/bare": ratio("gateway-uvicorn", "bare"),
+            **{f"{name}/bare": ratio(name, "bare") for name in names if "@" in name},
         },
         "cpu_per_request_ratios": {
             name: cpu_ratio(name, "bare-uvicorn" if name == "gateway-uvicorn" else "bare")

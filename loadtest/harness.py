@@ -110,13 +110,15 @@ class Stack(AbstractContextManager["Stack"]):
         variables.update(overrides)
         return variables
 
-    def start(self, name: str, argv: list[str], port: int, **overrides: str) -> ManagedProcess:
+    def start(
+        self, name: str, argv: list[str], port: int, *, cwd: Path = REPO, **overrides: str
+    ) -> ManagedProcess:
         import os
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
         env.update(self.variables(**overrides))
         process = ManagedProcess(
-            name, argv, log_path=self.root / f"{name}-{len(self.processes)}.log", env=env, cwd=REPO
+            name, argv, log_path=self.root / f"{name}-{len(self.processes)}.log", env=env, cwd=cwd
         )
         process.start()
         self.processes.append(process)
@@ -126,12 +128,16 @@ class Stack(AbstractContextManager["Stack"]):
             raise RuntimeError(f"{name} did not start:\n{process.log_tail(40)}") from exc
         return process
 
-    def start_gateway(self, **overrides: str) -> tuple[ManagedProcess, int, int]:
+    def start_gateway(
+        self, *, tree: Path = REPO, **overrides: str
+    ) -> tuple[ManagedProcess, int, int]:
+        """A gateway from `tree` (another checkout of flashgate, to compare commits)."""
         port, admin_port = free_port(), free_port()
         process = self.start(
             "gateway",
             [sys.executable, "-m", "gateway.main"],
             port,
+            cwd=tree,
             FLASHGATE_GATEWAY_PORT=str(port),
             FLASHGATE_ADMIN_PORT=str(admin_port),
             **overrides,
