@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
+from contextlib import asynccontextmanager
 
 import msgspec
 from confluent_kafka import Producer
@@ -40,25 +41,18 @@ def _produce(kafka: KafkaSettings, keys: list[str]) -> None:
     assert producer.flush(10) == 0
 
 
-async def _scenario(
-    env: ServiceEnv, find_in: KafkaSettings, in_kafka: int, absent: int
-) -> tuple[list[ReapReport], dict[str, int]]:
+@asynccontextmanager
+async def _reaping(
+    env: ServiceEnv, find_in: KafkaSettings, sale_id: str
+) -> AsyncIterator[tuple[Admitter, SaleStore, Reaper]]:
+    """A loaded sale (10 units of A), an admitter and a reaper searching `find_in`."""
     kafka = env.settings.kafka
     redis = Redis.from_url(env.variables["FLASHGATE_REDIS_URL"])
     try:
         scripts = RedisScripts(redis, admitter_module.SCRIPTS)
         sales = SaleStore(scripts)
-        await sales.load("s1", SaleDefinition(stock={"A": 10}, rates=OPEN), SalesSettings())
+        await sales.load(sale_id, SaleDefinition(stock={"A": 10}, rates=OPEN), SalesSettings())
         admitter = Admitter(scripts, reservation_ttl_ms=TTL_MS, batching=False)
-        held = [
-            Reservation(new_order_id(), "s1", "A", 1, f"u{i}") for i in range(in_kafka + absent)
-        ]
-        for reservation in held:
-            assert (await admitter.admit(reservation, "127.0.0.1")).admitted
-        # Their gateway died: the first `in_kafka` orders had reached Kafka (with
-        # other orders around them), the rest never did. Nobody confirms or releases.
-        noise = [new_order_id() for _ in range(50)]
-        _produce(kafka, noise[:25] + [r.reservation_id for r in held[:in_kafka]] + noise[25:])
 
         def find(keys: Collection[bytes], start_ms: int, end_ms: int) -> set[bytes]:
             return find_keys(find_in, kafka.orders_topic, keys, start_ms, end_ms, timeout_s=3)
@@ -70,19 +64,39 @@ async def _scenario(
             reservation_ttl_ms=TTL_MS,
             produce_timeout_ms=PRODUCE_TIMEOUT_MS,
         )
+        yield admitter, sales, reaper
+    finally:
+        await redis.aclose()
+
+
+async def _stock(sales: SaleStore, sale_id: str) -> dict[str, int]:
+    report = await sales.report(sale_id)
+    assert report is not None
+    sku = report.skus["A"]
+    return {"remaining": sku.remaining, "reserved": sku.reserved, "accepted": sku.accepted}
+
+
+async def _scenario(
+    env: ServiceEnv, find_in: KafkaSettings, in_kafka: int, absent: int
+) -> tuple[list[ReapReport], dict[str, int]]:
+    async with _reaping(env, find_in, "s1") as (admitter, sales, reaper):
+        held = [
+            Reservation(new_order_id(), "s1", "A", 1, f"u{i}") for i in range(in_kafka + absent)
+        ]
+        for reservation in held:
+            assert (await admitter.admit(reservation, "127.0.0.1")).admitted
+        # Their gateway died: the first `in_kafka` orders had reached Kafka (with
+        # other orders around them), the rest never did. Nobody confirms or releases.
+        noise = [new_order_id() for _ in range(50)]
+        ids = [r.reservation_id for r in held[:in_kafka]]
+        _produce(env.settings.kafka, noise[:25] + ids + noise[25:])
         reports = [await reaper.run_once()]  # before the deadline: nothing to do
         # Past the deadline but while a record could still arrive: still waiting.
         await asyncio.sleep(TTL_MS / 1000 + 0.1)
         reports.append(await reaper.run_once())
         await asyncio.sleep((PRODUCE_TIMEOUT_MS + CLOCK_SLACK_MS) / 1000)
         reports.append(await reaper.run_once())
-        report = await sales.report("s1")
-        assert report is not None
-        sku = report.skus["A"]
-        return reports, {"remaining": sku.remaining, "reserved": sku.reserved,
-                         "accepted": sku.accepted}  # fmt: skip
-    finally:
-        await redis.aclose()
+        return reports, await _stock(sales, "s1")
 
 
 def test_reaper_confirms_what_kafka_holds_and_returns_the_rest(service_env: ServiceEnv) -> None:
@@ -116,38 +130,15 @@ def test_reaper_finds_the_first_attempts_record_of_a_re_admitted_order(
 
     async def scenario() -> tuple[ReapReport, dict[str, int]]:
         kafka = service_env.settings.kafka
-        redis = Redis.from_url(service_env.variables["FLASHGATE_REDIS_URL"])
-        try:
-            scripts = RedisScripts(redis, admitter_module.SCRIPTS)
-            sales = SaleStore(scripts)
-            await sales.load("s2", SaleDefinition(stock={"A": 10}, rates=OPEN), SalesSettings())
-            admitter = Admitter(scripts, reservation_ttl_ms=TTL_MS, batching=False)
+        async with _reaping(service_env, kafka, "s2") as (admitter, sales, reaper):
             order = Reservation(new_order_id(), "s2", "A", 1, "u1")
             assert (await admitter.admit(order, "127.0.0.1")).admitted
             _produce(kafka, [order.reservation_id])  # acknowledged; its gateway then died
             await asyncio.sleep((PRODUCE_TIMEOUT_MS + 2 * CLOCK_SLACK_MS) / 1000 + 0.5)
             again = await admitter.admit(order, "127.0.0.1")  # the retry, whose produce fails
             assert again.admitted and again.held
-
-            def find(keys: Collection[bytes], start_ms: int, end_ms: int) -> set[bytes]:
-                return find_keys(kafka, kafka.orders_topic, keys, start_ms, end_ms, timeout_s=3)
-
-            reaper = Reaper(
-                admitter,
-                sales,
-                find,
-                reservation_ttl_ms=TTL_MS,
-                produce_timeout_ms=PRODUCE_TIMEOUT_MS,
-            )
             await asyncio.sleep((TTL_MS + PRODUCE_TIMEOUT_MS + CLOCK_SLACK_MS) / 1000 + 0.2)
-            report = await reaper.run_once()
-            sale = await sales.report("s2")
-            assert sale is not None
-            sku = sale.skus["A"]
-            return report, {"remaining": sku.remaining, "reserved": sku.reserved,
-                            "accepted": sku.accepted}  # fmt: skip
-        finally:
-            await redis.aclose()
+            return await reaper.run_once(), await _stock(sales, "s2")
 
     report, stock = asyncio.run(scenario())
     assert report == ReapReport(confirmed=1)
