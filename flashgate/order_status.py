@@ -12,9 +12,9 @@ from typing import Literal, Protocol
 
 import msgspec
 from redis.asyncio import Redis
-from redis.typing import EncodableT, FieldT
 
 from flashgate.redis_client import as_text
+from flashgate.redis_scripts.loader import RedisScripts
 
 Status = Literal["accepted", "delivered", "failed"]
 
@@ -55,6 +55,7 @@ class OrderStatusStore:
         self._redis = redis
         self._ttl_s = ttl_s
         self._ttl_arg = str(ttl_s)
+        self._scripts = RedisScripts(redis, ("mark_accepted",))
 
     async def mark_accepted(
         self,
@@ -65,12 +66,14 @@ class OrderStatusStore:
         partition: int | None = None,
         offset: int | None = None,
     ) -> None:
-        key = status_key(order_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hsetnx(key, "status", "accepted")
-            pipe.hset(key, mapping=_accepted_fields(accepted_at, sale_id, partition, offset))
-            pipe.expire(key, self._ttl_s)
-            await pipe.execute()
+        """One status write on its own, through the same script the gateway batches."""
+        pipe = self._scripts.pipeline()
+        self.queue_accepted(
+            pipe, order_id, accepted_at, sale_id=sale_id, partition=partition, offset=offset
+        )
+        (result,) = await pipe.execute()
+        if isinstance(result, BaseException):
+            raise result
 
     def queue_accepted(
         self,
@@ -109,15 +112,3 @@ class OrderStatusStore:
             partition=int(fields["partition"]) if "partition" in fields else None,
             offset=int(fields["offset"]) if "offset" in fields else None,
         )
-
-
-def _accepted_fields(
-    accepted_at: float, sale_id: str | None, partition: int | None, offset: int | None
-) -> dict[FieldT, EncodableT]:
-    fields: dict[FieldT, EncodableT] = {"accepted_at": repr(accepted_at)}
-    if sale_id is not None:
-        fields["sale_id"] = sale_id
-    if partition is not None and offset is not None:
-        fields["partition"] = str(partition)
-        fields["offset"] = str(offset)
-    return fields

@@ -25,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import uvloop
-from b1_admission import _load_sales
+from b1_admission import load_bench_sales
 from harness import Stack
 
 from flashgate.settings import load_settings
@@ -117,7 +117,7 @@ def main() -> None:
     else:
         with Stack() as stack:
             assert stack.redis is not None
-            asyncio.run(_load_sales(stack.redis.url))
+            asyncio.run(load_bench_sales(stack.redis.url))
             settings = load_settings(environ=stack.variables(**overrides))
             runs = uvloop.run(_measure(settings, args))
     summary = {

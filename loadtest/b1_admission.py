@@ -54,7 +54,7 @@ SCRIPT = REPO / "loadtest" / "wrk" / "post_order.lua"
 OPEN = RateSpec(per_second=0, burst=1)
 
 
-async def _load_sales(redis_url: str) -> None:
+async def load_bench_sales(redis_url: str) -> None:
     from redis.asyncio import Redis
 
     redis = Redis.from_url(redis_url)
@@ -158,7 +158,7 @@ def main() -> None:
 
     with Stack() as stack, contextlib.ExitStack() as cleanup:
         assert stack.redis is not None
-        asyncio.run(_load_sales(stack.redis.url))
+        asyncio.run(load_bench_sales(stack.redis.url))
         trees: dict[str, Path] = {}
         if args.compare_ref:
             name = f"gateway@{args.compare_ref}"

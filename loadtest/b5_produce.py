@@ -153,7 +153,7 @@ def gateway_row(stack: Stack, seconds: float, state: dict[str, Any]) -> dict[str
 
     if "row" not in state:
         assert stack.redis is not None
-        asyncio.run(b1._load_sales(stack.redis.url))
+        asyncio.run(b1.load_bench_sales(stack.redis.url))
         state["row"] = b1._rows(stack, ["gateway"])["gateway"]
         b1._measure(state["row"], 1.0, CONCURRENCY)
     result = b1._measure(state["row"], seconds, CONCURRENCY)

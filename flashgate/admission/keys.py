@@ -45,6 +45,8 @@ class SaleKeys:
             bought=f"{tag}:bought",
             counters=f"{tag}:counters",
             reaped=f"{tag}:reaped",
+            # admit.lua names the per-user and per-IP limiters from this key's tag:
+            # "<tag>:tat:u:<user>", "<tag>:tat:ip:<ip>".
             sale_tat=f"{tag}:tat:sale",
         )
 
@@ -61,12 +63,6 @@ class SaleKeys:
             self.counters,
             self.reaped,
         ]
-
-    def user_tat(self, user_id: str) -> str:
-        return f"{{sale:{self.sale_id}}}:tat:u:{user_id}"
-
-    def ip_tat(self, client_ip: str) -> str:
-        return f"{{sale:{self.sale_id}}}:tat:ip:{client_ip}"
 
 
 def idempotency_scope(token: str | None) -> str:

@@ -27,14 +27,12 @@ end
 local results = {}
 for i = 1, n do
   local id, sku, qty, user = unpack(orders[i])
-  local outcome = '-'
-  if not id then
-    outcome = '-'
-  elseif redis.call('HDEL', KEYS[6], id) == 1 then
+  local outcome = '-'  -- also for a line that did not parse (no id)
+  if id and redis.call('HDEL', KEYS[6], id) == 1 then
     redis.call('ZREM', KEYS[5], id)
     redis.call('HINCRBY', KEYS[3], sku, -qty)
     outcome = '1'
-  elseif redis.call('ZREM', KEYS[9], id) == 1 then
+  elseif id and redis.call('ZREM', KEYS[9], id) == 1 then
     redis.call('HINCRBY', KEYS[7], user, qty)
     outcome = '0'
   end
