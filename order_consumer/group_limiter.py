@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections import deque
 from collections.abc import Callable
 
@@ -36,6 +37,7 @@ BATCHES_PER_S = 20
 RATE_HOLD_S = 0.5
 STATE_TTL_MS = 60_000
 REDIS_RETRY_S = 0.5
+WAIT_JITTER = 0.5  # up to +50 % on a wait for tokens
 
 
 class GroupLimiter:
@@ -114,8 +116,13 @@ class GroupLimiter:
                 self._hand_out(granted)
                 continue
             self._wake.clear()
+            # Jittered: replicas told the same wait would otherwise wake in the same
+            # order every time, and the first one takes all that accrued (up to
+            # `most`) again and again. Waking a little late loses nothing: the
+            # tokens stay in the bucket up to its burst.
+            timeout_s = wait_s * (1 + random.random() * WAIT_JITTER)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
 
     async def _take(self, want: int, most: int) -> tuple[int, float]:
         now = "" if self._now_us is None else str(self._now_us())
