@@ -48,11 +48,15 @@ class KafkaBroker:
     voters: Sequence[BrokerSpec] = ()
     cluster_id: str = ""
     overrides: dict[str, str] = field(default_factory=dict)
+    # Port clients are told to use (`advertised.listeners`) while the broker binds
+    # `spec.port`: a proxy in front (tests/kafka_stall_proxy.py) then carries every
+    # client connection. None advertises the bound port.
+    advertised_port: int | None = None
     _process: ManagedProcess | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"{HOST}:{self.spec.port}"
+        return f"{HOST}:{self.advertised_port or self.spec.port}"
 
     @property
     def process(self) -> ManagedProcess | None:
@@ -73,7 +77,7 @@ class KafkaBroker:
             ),
             "listeners": f"PLAINTEXT://{HOST}:{self.spec.port},"
             f"CONTROLLER://{HOST}:{self.spec.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{HOST}:{self.spec.port}",
+            "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
