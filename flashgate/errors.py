@@ -19,11 +19,19 @@ class KafkaUnavailable(FlashgateError):
     """Kafka did not acknowledge a record in time, or refused it."""
 
 
-class ProducerQueueFull(KafkaUnavailable):
+class KafkaRefused(KafkaUnavailable):
+    """Kafka definitely did not write the record (see `flashgate.kafka.delivery_outcome`)."""
+
+
+class ProducerQueueFull(KafkaRefused):
     """The producer's local queue is full: backpressure, answer 503."""
 
 
-class KafkaAckOverdue(KafkaUnavailable):
+class KafkaOutcomeUnknown(KafkaUnavailable):
+    """The record may or may not be in Kafka: the request timed out or failed in flight."""
+
+
+class KafkaAckOverdue(KafkaOutcomeUnknown):
     """No delivery report came by the deadline: the record may or may not be in Kafka."""
 
 

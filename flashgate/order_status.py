@@ -1,8 +1,13 @@
-"""Order status in Redis: accepted by the gateway, delivered or failed by the consumer.
+"""Order status in Redis: pending or accepted by the gateway, delivered or failed by the consumer.
 
-One hash per order (`order:<id>`), expiring after the retention window. The
-gateway writes `accepted` only if nothing is there yet, so a consumer that is
-faster than the gateway's own write never sees its `delivered` overwritten.
+One hash per order (`order:<id>`), expiring after the retention window.
+- `pending`: Kafka's answer was unknown (the gateway answered `outcome_unknown`);
+  the reaper settles it from what Kafka holds, to `accepted` (record found) or
+  `failed` with reason `not_stored` (proven absent, units returned).
+- `accepted`: written over nothing, `pending` or `not_stored` only, so a
+  consumer faster than the gateway's own write never sees its `delivered` (or
+  its `failed`) overwritten.
+- `delivered` / `failed`: the drain's final word (order_consumer/status_writer.py).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ from redis.asyncio import Redis
 from flashgate.redis_client import as_text
 from flashgate.redis_scripts.loader import RedisScripts
 
-Status = Literal["accepted", "delivered", "failed"]
+Status = Literal["pending", "accepted", "delivered", "failed"]
+Unsettled = Literal["pending", "not_stored"]
+# The reason of an order settled absent from Kafka (its units went back to stock).
+NOT_STORED = "not_stored"
 
 
 class OrderStatus(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -43,6 +51,9 @@ class ScriptQueue(Protocol):
     ) -> None: ...
 
 
+SCRIPTS = ("mark_accepted", "mark_unsettled")
+
+
 def status_key(order_id: str) -> str:
     """The hash of one order's status (also written by the consumer's Lua step)."""
     return f"order:{order_id}"
@@ -55,7 +66,7 @@ class OrderStatusStore:
         self._redis = redis
         self._ttl_s = ttl_s
         self._ttl_arg = str(ttl_s)
-        self._scripts = RedisScripts(redis, ("mark_accepted",))
+        self._scripts = RedisScripts(redis, SCRIPTS)
 
     async def mark_accepted(
         self,
@@ -96,6 +107,37 @@ class OrderStatusStore:
             str(offset) if located else "",
         ]
         queue.script("mark_accepted", [status_key(order_id)], args)
+
+    def queue_unsettled(
+        self,
+        queue: ScriptQueue,
+        order_id: str,
+        status: Unsettled,
+        *,
+        accepted_at: float | None = None,
+        sale_id: str | None = None,
+    ) -> None:
+        """`pending` or `not_stored` (mark_unsettled.lua) as one call on a caller's pipeline."""
+        args = [
+            status,
+            self._ttl_arg,
+            "" if accepted_at is None else repr(accepted_at),
+            sale_id or "",
+        ]
+        queue.script("mark_unsettled", [status_key(order_id)], args)
+
+    async def mark_unsettled(
+        self, order_ids: Sequence[str], status: Unsettled, *, sale_id: str | None = None
+    ) -> None:
+        """Write `pending` or `not_stored` for these orders, in one round trip."""
+        if not order_ids:
+            return
+        pipe = self._scripts.pipeline()
+        for order_id in order_ids:
+            self.queue_unsettled(pipe, order_id, status, sale_id=sale_id)
+        for result in await pipe.execute():
+            if isinstance(result, BaseException):
+                raise result
 
     async def get(self, order_id: str) -> OrderStatus | None:
         raw = await self._redis.hgetall(status_key(order_id))

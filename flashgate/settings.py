@@ -191,6 +191,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     def state_dir(self) -> Path:
         return Path(self.stack.state_dir)
 
+    @property
+    def settled_keep_ms(self) -> int:
+        """How long reaped and adopted order ids are remembered in Redis: a late record
+        can turn up as long as Kafka keeps it (the drain's fence), and a retry can come
+        as long as its Idempotency-Key lives (an adopted order is answered "accepted")."""
+        return max(self.kafka.retention_ms, self.gateway.idempotency_ttl_s * 1000)
+
 
 SECTIONS: dict[str, type[msgspec.Struct]] = {
     "gateway": GatewaySettings,

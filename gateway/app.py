@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
+from flashgate import order_status
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission import idempotency as idempotency_module
 from flashgate.admission.admitter import Admitter
@@ -82,13 +83,14 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
         producer.start(asyncio.get_running_loop())
         redis = create_gateway_redis(settings.redis)
         scripts = RedisScripts(
-            redis, (*admitter_module.SCRIPTS, *idempotency_module.SCRIPTS, "mark_accepted")
+            redis, (*admitter_module.SCRIPTS, *idempotency_module.SCRIPTS, *order_status.SCRIPTS)
         )
         # One dedicated connection per batcher (each has one call in flight at a time).
         lean = gateway.admission_batching and gateway.admission_lean_wire
         admitter = Admitter(
             scripts,
             reservation_ttl_ms=gateway.reservation_ttl_s * 1000,
+            settled_keep_ms=settings.settled_keep_ms,
             batching=gateway.admission_batching,
             batch_max=gateway.admission_batch_max,
             observe_batch=metrics.batch_size.observe,
@@ -133,6 +135,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
         reaper = Reaper.on_kafka(
             admitter,
             SaleStore(scripts),
+            statuses,
             settings.kafka,
             reservation_ttl_ms=gateway.reservation_ttl_s * 1000,
             produce_timeout_ms=max(gateway.produce_timeout_ms, settings.kafka.message_timeout_ms),

@@ -25,7 +25,7 @@ ERROR_CODES = {
     431: ["headers_too_large"],
     422: ["validation_error", "idempotency_key_reused"],
     429: ["rate_limited"],
-    503: ["unavailable"],
+    503: ["unavailable", "outcome_unknown"],
 }
 _DESCRIPTIONS = {
     400: "The body is not JSON.",
@@ -38,8 +38,12 @@ _DESCRIPTIONS = {
     422: "The order violates the schema (`details` lists each field), or the "
     "Idempotency-Key was used with another body.",
     429: "Rate limited (sale, user or client IP).",
-    503: "Kafka did not acknowledge in time, admission is unavailable, or the gateway "
-    "is at its in-flight cap. Retry after `Retry-After` seconds.",
+    503: "`unavailable`: Kafka refused the order, admission is unavailable, or the "
+    "gateway is at its in-flight cap; retry after `Retry-After` seconds. "
+    "`outcome_unknown`: Kafka's answer for this order is unknown (timed out in flight); "
+    "the body carries `order_id` and `status_url`, the units stay reserved, and the "
+    "status settles to `accepted` or `failed` (`not_stored`); a retry with the same "
+    "Idempotency-Key gets the settled answer (the same 503 while pending).",
 }
 
 
@@ -83,10 +87,17 @@ def build_openapi() -> dict[str, Any]:
                 "required": ["order_id", "status", "accepted_at"],
                 "properties": {
                     "order_id": {"type": "string"},
-                    "status": {"enum": ["accepted", "delivered", "failed"]},
+                    "status": {
+                        "enum": ["pending", "accepted", "delivered", "failed"],
+                        "description": "pending: Kafka's answer was unknown, not settled yet",
+                    },
                     "accepted_at": {"type": "number", "description": "Unix time, seconds"},
                     "delivered_at": {"type": "number"},
-                    "reason": {"type": "string", "description": "why it failed"},
+                    "reason": {
+                        "type": "string",
+                        "description": "why it failed; `not_stored`: its record was proven "
+                        "absent from Kafka and its units returned (never delivered)",
+                    },
                     "position": {
                         "type": "integer",
                         "description": "orders ahead of it in the drain (approximate)",
@@ -100,6 +111,8 @@ def build_openapi() -> dict[str, Any]:
                 "properties": {
                     "error": {"enum": sorted({c for codes in ERROR_CODES.values() for c in codes})},
                     "message": {"type": "string"},
+                    "order_id": {"type": "string", "description": "outcome_unknown"},
+                    "status_url": {"type": "string", "description": "outcome_unknown"},
                     "details": {
                         "type": "array",
                         "items": {

@@ -4,8 +4,12 @@ In order: content type, size-limited body, strict schema, the Idempotency-Key
 claim, the local sold-out memory, admission in Redis (one atomic step, batched
 with concurrent requests), produce to Kafka with acks=all, and wait for the
 settler (`settle.py`), which confirms the reservation and writes the status
-once Kafka acknowledged the record. A 202 is sent only after that; if Kafka
-did not take the record, the reservation is given back and the answer is 503.
+once Kafka acknowledged the record. A 202 is sent only after that. If Kafka
+refused the record, the reservation is given back and the answer is 503
+`unavailable`; if Kafka's answer is unknown (timed out in flight), the units
+stay reserved, the answer is 503 `outcome_unknown` with the order id, and the
+reaper settles the order from what Kafka holds. A retry with the same
+Idempotency-Key is answered from the order's status meanwhile.
 
 This is the hot path, so it is a plain ASGI endpoint: headers are read once
 from the scope and the answer is sent as two ASGI messages, without
@@ -16,17 +20,20 @@ same as for every route).
 from __future__ import annotations
 
 import logging
+import math
 import time
 
 import msgspec
+from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from flashgate.admission.admitter import Reservation, Verdict
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.idempotency import Claim, body_digest
-from flashgate.errors import KafkaUnavailable
+from flashgate.errors import KafkaOutcomeUnknown, KafkaUnavailable
 from flashgate.ids import new_order_id
 from flashgate.order import OrderRecord, OrderRequest, encode_record
+from flashgate.order_status import NOT_STORED
 from gateway.auth import CALLER_SCOPE_KEY
 from gateway.body import check_declared_length, receive_limited_body
 from gateway.context import GatewayContext
@@ -39,6 +46,7 @@ from gateway.validation import parse_order
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 128
+OUTCOME_UNKNOWN = "outcome_unknown"
 # Answers worth replaying for a retried Idempotency-Key; anything else (404, 422,
 # 429, 503) may come out differently next time, so the key is released.
 REPLAYED_STATUSES = frozenset({202, 409})
@@ -147,13 +155,22 @@ async def _create_order(context: GatewayContext, scope: Scope, receive: Receive)
     caller = scope.get(CALLER_SCOPE_KEY, "anon")
     digest = body_digest(_canonical.encode(order))
     wait_s = settings.gateway.produce_timeout_ms / 1000 + 1.0
+    order_id = new_order_id(int(time.time() * 1000))
     try:
-        claim = await context.idempotency.wait(
-            caller, key, digest, wait_s, new_order_id(int(time.time() * 1000))
-        )
+        claim = await context.idempotency.wait(caller, key, digest, wait_s, order_id)
+        if claim.state == "unknown":
+            replay = await _answer_from_status(context, claim)
+            if replay is not None:
+                return replay
+            # Settled "not stored": this retry places the order, under the same id.
+            claim = await context.idempotency.wait(
+                caller, key, digest, wait_s, order_id, retry_unknown=True
+            )
     except AdmissionUnavailable as exc:
         log.warning("idempotency check failed: %s", exc)
         raise unavailable("the gateway cannot check the Idempotency-Key; retry shortly") from None
+    if claim.state == "unknown":  # settled meanwhile by another retry: ask again
+        raise unavailable("another request with this Idempotency-Key is placing the order")
     if claim.state == "reused":
         context.metrics.decision("idempotency_key_reused")
         raise ApiError(
@@ -169,7 +186,7 @@ async def _create_order(context: GatewayContext, scope: Scope, receive: Receive)
     except ApiError as error:
         if error.status in REPLAYED_STATUSES:
             await _finish(context, claim, error.status, _error_answer(error).body)
-        else:
+        elif error.code != OUTCOME_UNKNOWN:  # that key waits on the order (settle.py)
             await _release(context, claim)
         raise
     except Exception:
@@ -177,6 +194,50 @@ async def _create_order(context: GatewayContext, scope: Scope, receive: Receive)
         raise
     # A cancelled request (CancelledError) leaves its claim to the settler, which
     # stores the answer or frees the key once Kafka has answered.
+
+
+async def _answer_from_status(context: GatewayContext, claim: Claim) -> Answer | None:
+    """The answer to a retry of an order whose Kafka outcome was unknown: the same 503
+    while it is pending, a 202 once its record was found; None once it was settled
+    "not stored" (the retry may place it)."""
+    try:
+        status = await context.statuses.get(claim.order_id)
+    except RedisError as exc:
+        raise AdmissionUnavailable(f"reading the order's status failed: {exc}") from exc
+    if status is None or status.status == "pending":
+        context.metrics.decision("outcome_unknown")
+        raise outcome_unknown(context, claim.order_id)
+    if status.status == "failed" and status.reason == NOT_STORED:
+        return None
+    context.metrics.decision("replayed")
+    return _accepted_answer(claim.order_id, replayed=True)
+
+
+def _accepted_answer(order_id: str, *, replayed: bool = False) -> Answer:
+    status_url = f"/v1/orders/{order_id}"
+    body = b'{"order_id":"%s","status":"accepted","status_url":"%s"}' % (
+        order_id.encode(),
+        status_url.encode(),
+    )
+    headers = [(b"location", status_url.encode())]
+    if replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    return Answer(202, body, headers)
+
+
+def outcome_unknown(context: GatewayContext, order_id: str) -> ApiError:
+    """503 `outcome_unknown`: the client learns the order id and when to look again."""
+    gateway = context.settings.gateway
+    retry_after = max(1, math.ceil(gateway.reservation_ttl_s + gateway.reaper_interval_s))
+    return ApiError(
+        503,
+        OUTCOME_UNKNOWN,
+        "Kafka's answer for this order is unknown; its status settles to accepted or "
+        "failed (not_stored) shortly: poll status_url, or retry with the same "
+        "Idempotency-Key",
+        headers={"Retry-After": str(retry_after)},
+        extra={"order_id": order_id, "status_url": f"/v1/orders/{order_id}"},
+    )
 
 
 def _replay(claim: Claim) -> Answer:
@@ -276,6 +337,13 @@ async def _admit_and_produce(
         log.warning("admission failed: %s", exc)
         context.metrics.decision("unavailable")
         raise unavailable("admission is unavailable right now; retry shortly") from None
+    if verdict.reason == "accepted":
+        # A reaper found this order's record after its gateway died: it is placed.
+        context.metrics.decision("replayed")
+        replay = _accepted_answer(order_id, replayed=True)
+        if claim is not None:
+            await _finish(context, claim, 202, replay.body)
+        return replay
     if not verdict.admitted:
         raise _refusal(context, order, verdict)
     if verdict.remaining == 0 and verdict.limit is not None:
@@ -294,11 +362,20 @@ async def _admit_and_produce(
         )
     except KafkaUnavailable as exc:  # the local queue is full: backpressure
         log.warning("order not accepted: %s", exc)
-        await context.settler.give_back(produced_order, exc)
+        failure = await context.settler.give_back(produced_order, exc)
+        if isinstance(failure, KafkaOutcomeUnknown):
+            context.metrics.decision("outcome_unknown")
+            raise outcome_unknown(context, order_id) from None
         context.metrics.decision("unavailable")
         raise unavailable("the gateway is overloaded; retry shortly") from None
     # From here the settler sees the order through, even if this request is cancelled.
-    outcome = await context.settler.follow(produced, produced_order)
+    try:
+        outcome = await context.settler.follow(produced, produced_order)
+    except KafkaUnavailable as exc:
+        outcome = exc
+    if isinstance(outcome, KafkaOutcomeUnknown):
+        context.metrics.decision("outcome_unknown")
+        raise outcome_unknown(context, order_id)
     if isinstance(outcome, KafkaUnavailable):
         context.metrics.decision("unavailable")
         raise unavailable("the order could not be stored; retry shortly")

@@ -6,6 +6,9 @@ in one `call_soon_threadsafe`, so a busy gateway wakes its loop once per poll
 rather than once per order. `send()` is a plain method returning a future:
 no task per request. The producer is idempotent with acks=all (see
 `flashgate.kafka.config`), and `message.timeout.ms` bounds every future.
+A failed report resolves to `KafkaRefused` only when its error code proves the
+record was never written, else to `KafkaOutcomeUnknown`
+(`flashgate.kafka.delivery_outcome`).
 Should librdkafka ever fail to report, one sweep on the event loop fails any
 future still open past `ack_timeout_s`: one timer for the whole process rather
 than one per request (a per-request `asyncio.timeout` cost ~5 % of the
@@ -25,9 +28,10 @@ from collections import deque
 from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from flashgate.errors import KafkaAckOverdue, KafkaUnavailable, ProducerQueueFull
+from flashgate.errors import KafkaAckOverdue, KafkaRefused, ProducerQueueFull
+from flashgate.kafka.delivery_outcome import delivery_failure
 from flashgate.kafka.producer import DeliveredRecord
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -92,6 +96,8 @@ class OrderProducer:
             )
         except BufferError as exc:
             raise ProducerQueueFull("producer queue is full") from exc
+        except KafkaException as exc:  # refused before it was queued (too large, ...)
+            raise KafkaRefused(f"Kafka refused the record: {exc}") from exc
         self._open.append((time.monotonic() + self._ack_timeout_s, future))
         if self._sweep is None:
             self._sweep = self._loop.call_later(SWEEP_INTERVAL_S, self._fail_overdue)
@@ -136,7 +142,7 @@ def _settle_all(batch: list[Report]) -> None:
         if future.done():  # the request gave up (timeout, cancelled): nothing to tell
             continue
         if err is not None:
-            future.set_exception(KafkaUnavailable(f"Kafka refused the record: {err.str()}"))
+            future.set_exception(delivery_failure(err))
         else:
             future.set_result(
                 DeliveredRecord(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)

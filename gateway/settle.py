@@ -7,6 +7,15 @@ Idempotency-Key answer stored) together with every order acknowledged with it,
 in one round trip, and only then is the outcome resolved, so the 202 goes out
 with the status readable. A refused order's units are given back first.
 
+A failed report is one of two kinds (`flashgate.kafka.delivery_outcome`). A
+definite refusal (the record was never written) gives the units back at once.
+An unknown outcome (timed out in flight, connection lost, ...) keeps them: the
+record may be in Kafka, and releasing would sell the units twice if it is. The
+order's status reads `pending`, its Idempotency-Key waits on the outcome, and
+the reaper settles it from what Kafka holds; the client is answered
+`outcome_unknown`. A retry of an order that its dead gateway left reserved
+(`held`) is treated the same way whatever Kafka said: its first record may exist.
+
 The work is driven by the delivery report, not by the request: a request that
 is cancelled (client gone, server stopping) leaves nothing half done. A failed
 settle does not undo a 202 (the order is durable in Kafka); it is retried in
@@ -22,12 +31,13 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 
-from flashgate.admission.admitter import Admitter, Reservation
+from flashgate.admission.admitter import Admitter, Confirmation, Reservation
 from flashgate.admission.batcher import TickBatcher
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.idempotency import Claim, IdempotencyStore
-from flashgate.errors import KafkaAckOverdue, KafkaUnavailable
+from flashgate.errors import KafkaOutcomeUnknown, KafkaRefused, KafkaUnavailable
 from flashgate.kafka.producer import DeliveredRecord
 from flashgate.order_status import OrderStatusStore
 from flashgate.redis_scripts.loader import RedisScripts
@@ -39,6 +49,7 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (0.2, 1.0, 3.0, 10.0)
 
 Outcome = DeliveredRecord | KafkaUnavailable
+_FENCED = "the order was settled as not stored before Kafka acknowledged it"
 
 
 class Produced(msgspec.Struct, frozen=True):
@@ -88,7 +99,8 @@ class Settler:
         self._following: set[asyncio.Future[DeliveredRecord]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._retries: set[asyncio.Task[None]] = set()
-        self.late_confirms = 0
+        # Orders Kafka acknowledged after the reaper had settled them "not stored".
+        self.fenced = 0
 
     def follow(
         self, produced: asyncio.Future[DeliveredRecord], order: Produced
@@ -101,7 +113,7 @@ class Settler:
         def on_report(produced: asyncio.Future[DeliveredRecord]) -> None:
             self._following.discard(produced)
             failure = (
-                KafkaUnavailable("the produce was cancelled")
+                KafkaOutcomeUnknown("the produce was cancelled")
                 if produced.cancelled()
                 else produced.exception()
             )
@@ -111,40 +123,76 @@ class Settler:
                 self._settle(Accepted(order, produced.result()), outcome)
                 return
             if not isinstance(failure, KafkaUnavailable):
-                failure = KafkaUnavailable(f"Kafka refused the record: {failure}")
-            log.warning("order %s not accepted: %s", _order_id(order), failure)
+                failure = KafkaOutcomeUnknown(f"the produce failed: {failure!r}")
+            log.warning("order %s not acknowledged: %s", _order_id(order), failure)
             self._spawn(self._give_back(order, failure, outcome))
 
         produced.add_done_callback(on_report)
         return outcome
 
-    async def give_back(self, order: Produced, failure: KafkaUnavailable) -> None:
-        """Return the units of an order Kafka did not take, unless a record of it may exist.
+    async def give_back(self, order: Produced, failure: KafkaUnavailable) -> KafkaUnavailable:
+        """Return the units of an order Kafka did not take, unless a record of it may exist;
+        return the failure as the client must hear it.
 
         Two cases keep the reservation for the reaper, which returns the units only
-        once Kafka is shown not to hold the order: a reservation admission found
-        already held (its first attempt's record may have been acknowledged before
-        that gateway died), and a missing delivery report (the record's fate is
-        unknown).
+        once Kafka is shown not to hold the order: an unknown outcome, and a
+        reservation admission found already held (its first attempt's record may
+        have been acknowledged before that gateway died). Both are answered
+        `outcome_unknown`, with the status `pending` until the reaper settles it.
         """
         reservation = order.reservation
-        if order.held or isinstance(failure, KafkaAckOverdue):
-            log.warning(
-                "reservation %s left to the reaper: its record may be in Kafka", reservation
+        if order.held and not isinstance(failure, KafkaOutcomeUnknown):
+            failure = KafkaOutcomeUnknown(
+                f"{failure}; an earlier attempt of this order may be in Kafka"
             )
-            return
+        if isinstance(failure, KafkaOutcomeUnknown):
+            log.warning("order %s left to the reaper: its record may be in Kafka",
+                        reservation.reservation_id)  # fmt: skip
+            await self._await_outcome(order)
+            return failure
         try:
             await self._admitter.release([reservation])
         except AdmissionUnavailable as exc:
             log.warning("reservation %s not released (the reaper will): %s", reservation, exc)
         self._sold_out.forget(reservation.sale_id, reservation.sku)
+        return failure
+
+    async def _await_outcome(self, order: Produced) -> None:
+        """Status `pending` and the Idempotency-Key waiting on the order's outcome."""
+        pipe = self._scripts.pipeline()
+        reservation = order.reservation
+        self._statuses.queue_unsettled(
+            pipe,
+            reservation.reservation_id,
+            "pending",
+            accepted_at=order.accepted_at,
+            sale_id=reservation.sale_id,
+        )
+        if order.claim is not None:
+            self._idempotency.add_unknown(pipe, order.claim)
+        try:
+            results = await pipe.execute()
+        except Exception as exc:
+            # The reaper still settles the order and writes its status; until then it
+            # reads as unknown (404), and a retry of the key waits out its lease.
+            log.warning("order %s: pending status not written: %s", reservation.reservation_id,
+                        exc)  # fmt: skip
+            return
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("order %s: a pending write failed: %s",
+                            reservation.reservation_id, result)  # fmt: skip
 
     async def _give_back(
         self, order: Produced, failure: KafkaUnavailable, outcome: asyncio.Future[Outcome]
     ) -> None:
         try:
-            await self.give_back(order, failure)
-            if outcome.cancelled() and order.claim is not None:
+            failure = await self.give_back(order, failure)
+            if (
+                outcome.cancelled()
+                and order.claim is not None
+                and not isinstance(failure, KafkaOutcomeUnknown)
+            ):
                 # Nobody is left to answer: free the Idempotency-Key for the retry now
                 # rather than after its lease.
                 await self._idempotency.release(order.claim)
@@ -170,20 +218,25 @@ class Settler:
         if not outcome.done():
             outcome.set_result(delivered)
 
-    async def _flush(self, items: list[Accepted]) -> list[DeliveredRecord]:
+    async def _flush(self, items: list[Accepted]) -> list[Outcome]:
         try:
-            on_time = await self._write(items)
+            confirmations = await self._write(items)
         except AdmissionUnavailable as exc:
             # The orders are in Kafka: they are answered 202 all the same.
             for item in items:
                 log.warning("order %s accepted, settling deferred: %s", _id(item), exc)
                 self._spawn(self._retry(item), retry=True)
-        else:
-            for item, in_time in zip(items, on_time, strict=True):
-                self._report(item, in_time)
-        return [item.delivered for item in items]
+            return [item.delivered for item in items]
+        outcomes: list[Outcome] = []
+        for item, confirmation in zip(items, confirmations, strict=True):
+            if confirmation == "fenced":
+                self._spawn(self._undo_fenced(item))
+                outcomes.append(KafkaRefused(_FENCED))
+            else:
+                outcomes.append(item.delivered)
+        return outcomes
 
-    async def _write(self, items: list[Accepted]) -> list[bool]:
+    async def _write(self, items: list[Accepted]) -> list[Confirmation]:
         pipe = self._scripts.pipeline(self._wire)
         read = self._admitter.add_confirms(pipe, [item.order.reservation for item in items])
         for item in items:
@@ -207,26 +260,38 @@ class Settler:
                 log.warning("a settling step failed: %s", result)
         return read(results)
 
-    def _report(self, accepted: Accepted, on_time: bool) -> None:
-        if not on_time:
-            self.late_confirms += 1
-            reservation = accepted.order.reservation
-            log.error(
-                "order %s confirmed after its reservation expired: sale %s SKU %s may be oversold",
-                _id(accepted),
-                reservation.sale_id,
-                reservation.sku,
+    async def _undo_fenced(self, accepted: Accepted) -> None:
+        """Kafka acknowledged an order the reaper had already settled "not stored" (the
+        ack came after the reaper's look, which needs clocks wrong by more than its
+        slack): the drain fences its record, so the order failed. Undo what the settling
+        pipeline wrote beside the confirm: the status and the Idempotency-Key's 202."""
+        self.fenced += 1
+        order = accepted.order
+        reservation = order.reservation
+        log.error("order %s was acknowledged after it was settled not stored: its record is "
+                  "fenced, the order failed", reservation.reservation_id)  # fmt: skip
+        try:
+            await self._statuses.mark_unsettled(
+                [reservation.reservation_id], "not_stored", sale_id=reservation.sale_id
             )
+            if order.claim is not None:
+                await self._idempotency.release(order.claim)
+        except (AdmissionUnavailable, RedisError) as exc:
+            log.error("order %s: undoing the fenced order's answer failed: %s",
+                      reservation.reservation_id, exc)  # fmt: skip
 
     async def _retry(self, accepted: Accepted) -> None:
         for delay in RETRY_DELAYS_S:
             await asyncio.sleep(delay)
             try:
-                on_time = (await self._write([accepted]))[0]
+                confirmation = (await self._write([accepted]))[0]
             except AdmissionUnavailable as exc:
                 log.warning("settling order %s failed again: %s", _id(accepted), exc)
                 continue
-            self._report(accepted, on_time)
+            if confirmation == "fenced":
+                # Answered 202 already; counted so that the impossible is seen if it happens.
+                self.fenced += 1
+                log.error("order %s was answered 202 but its record is fenced", _id(accepted))
             return
         log.error("order %s is in Kafka but its reservation was never confirmed", _id(accepted))
 

@@ -24,6 +24,7 @@ from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import Settings, load_settings
 from order_consumer.backend_client import BackendClient
 from order_consumer.config_watch import ConfigWatch, settings_path
+from order_consumer.fence import RecordFence
 from order_consumer.group_limiter import SCRIPT, GroupLimiter
 from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
 from order_consumer.status_writer import StatusWriter
@@ -70,6 +71,7 @@ async def run_consumer(settings: Settings) -> None:
                     ),
                     dlq=dlq,
                     statuses=StatusWriter(redis, settings.redis.order_status_ttl_s),
+                    fence=RecordFence(redis, settled_keep_ms=settings.settled_keep_ms),
                     watch=watch,
                     redis=redis,
                     consumer_id=consumer_id,
@@ -86,8 +88,9 @@ async def run_consumer(settings: Settings) -> None:
                 await worker.run()
             finally:
                 log.info(
-                    "stopped: delivered %d, dead-lettered %d",
+                    "stopped: delivered %d, dead-lettered %d (fenced %d)",
                     worker.counters.delivered, worker.counters.dead_lettered,
+                    worker.counters.fenced,
                 )  # fmt: skip
     finally:
         remaining = await asyncio.to_thread(dlq.close, DLQ_FLUSH_S)

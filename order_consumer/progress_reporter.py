@@ -63,6 +63,7 @@ class Snapshot:
     in_flight: int
     delivered_total: int
     dead_lettered_total: int
+    fenced_total: int = 0
 
 
 class ProgressReporter:
@@ -108,6 +109,7 @@ class ProgressReporter:
             in_flight=snapshot.in_flight,
             delivered_total=snapshot.delivered_total,
             dead_lettered_total=snapshot.dead_lettered_total,
+            fenced_total=snapshot.fenced_total,
         )
         await progress.publish(self._redis, self._group_id, report, partitions)
 

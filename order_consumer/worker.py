@@ -9,8 +9,10 @@
       main loop      pause or resume partitions (flow control), poll, start one job
                      per record, store the offsets that are done
 
-A job delivers one order (`delivery.Deliverer`) or dead-letters it, then marks
-its offset done. The offset stored for commit is the lowest one not done in its
+A job first settles its order in Redis (`fence.RecordFence`: a record whose
+order was settled "not stored" is dead-lettered, never delivered), then
+delivers it (`delivery.Deliverer`) or dead-letters it, then marks its offset
+done. The offset stored for commit is the lowest one not done in its
 partition (`offsets.py`): at-least-once, whatever order jobs finish in.
 
 At most `max_in_flight` jobs run at once; with no room the loop waits for one
@@ -38,6 +40,8 @@ from confluent_kafka import Message
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from flashgate.admission.errors import AdmissionUnavailable
+from flashgate.admission.keys import SaleKeys
 from flashgate.dlq import dead_letter_headers
 from flashgate.errors import KafkaUnavailable
 from flashgate.kafka.producer import AsyncProducer
@@ -47,6 +51,7 @@ from order_consumer.adaptive import AdaptiveConfig, AdaptiveLimit
 from order_consumer.backend_gate import BackendGate, GateState
 from order_consumer.config_watch import ConfigWatch
 from order_consumer.delivery import Abandoned, Backend, Delivered, Deliverer, DeliveryState
+from order_consumer.fence import FENCED_REASON, RecordFence
 from order_consumer.group_limiter import GroupLimiter
 from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
 from order_consumer.offsets import OffsetTracker, PartitionOffsets
@@ -61,6 +66,7 @@ ROOM_WAIT_S = 0.5
 BACKPRESSURE_PAUSE_S = 5.0
 PENDING_FACTOR = 4
 DLQ_RETRY_S = 1.0
+FENCE_RETRY_S = 1.0
 JOB_RESTART_S = 1.0
 BACKEND_STATES = {GateState.CLOSED: "up", GateState.OPEN: "down", GateState.HALF_OPEN: "probing"}
 
@@ -69,6 +75,8 @@ BACKEND_STATES = {GateState.CLOSED: "up", GateState.OPEN: "down", GateState.HALF
 class DrainCounters:
     delivered: int = 0
     dead_lettered: int = 0
+    # Records of orders settled "not stored" (written after the reaper's look).
+    fenced: int = 0
 
 
 @dataclass(eq=False)
@@ -99,6 +107,7 @@ class Parts:
     limiter: GroupLimiter
     dlq: AsyncProducer
     statuses: StatusWriter
+    fence: RecordFence
     watch: ConfigWatch
     redis: Redis
     consumer_id: str
@@ -114,6 +123,8 @@ class DrainWorker:
         self._limiter = parts.limiter
         self._dlq = parts.dlq
         self._statuses = parts.statuses
+        self._fence = parts.fence
+        self._redis = parts.redis
         self._wall_clock = wall_clock
         self._consumer_id = parts.consumer_id
         self._stopping = asyncio.Event()
@@ -185,6 +196,7 @@ class DrainWorker:
             await self._source.store(self._tracker.storable())
             await self._source.commit()
             await self._statuses.flush()
+            await self._fence.aclose()
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -355,6 +367,9 @@ class DrainWorker:
             job.offsets.done(job.offset)
             return
         try:
+            if not await self._passes_fence(record):
+                await self._fenced(job, record)
+                return
             async with self._slots:
                 result = await self._deliverer.deliver(record.order_id, value, job.state)
         except Abandoned:
@@ -366,6 +381,26 @@ class DrainWorker:
         else:
             await self._dead_letter(job, record, result.reason)
             self._statuses.failed(record.order_id, record.accepted_at, result.reason)
+        job.offsets.done(job.offset)
+
+    async def _passes_fence(self, record: OrderRecord) -> bool:
+        """Settle the order before delivering it; while Redis is away, wait (never guess)."""
+        while True:
+            try:
+                return await self._fence.passes(record)
+            except AdmissionUnavailable as exc:
+                if self._stopping.is_set():
+                    raise Abandoned(record.order_id) from exc
+                log.warning("order %s waits for Redis before delivery: %s", record.order_id, exc)
+                await asyncio.sleep(FENCE_RETRY_S)
+
+    async def _fenced(self, job: Job, record: OrderRecord) -> None:
+        """A record of an order settled "not stored" (its units returned, its shopper told
+        it failed), written by a broker after the reaper's look: never delivered."""
+        await self._dead_letter(job, record, FENCED_REASON)
+        self.counters.fenced += 1
+        with contextlib.suppress(RedisError):  # a sale report figure: best effort
+            await self._redis.hincrby(SaleKeys.of(record.sale_id).counters, "fenced_orders", 1)
         job.offsets.done(job.offset)
 
     async def _dead_letter(self, job: Job, record: OrderRecord | None, reason: str) -> None:
@@ -462,6 +497,7 @@ class DrainWorker:
             in_flight=self._tracker.in_flight,
             delivered_total=self.counters.delivered,
             dead_lettered_total=self.counters.dead_lettered,
+            fenced_total=self.counters.fenced,
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

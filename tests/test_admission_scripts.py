@@ -159,7 +159,7 @@ def test_gcra_admits_rate_times_time_plus_burst(
     assert abs(admitted - expected) <= 0.02 * expected, (admitted, expected)
 
 
-def test_expired_reservations_wait_for_the_reaper_and_late_confirm_counts(run: Any) -> None:
+def test_expired_reservations_wait_for_the_reaper_and_a_late_confirm_is_fenced(run: Any) -> None:
     async def body(h: Harness) -> None:
         await h.load(stock={"A": 3})
         first, verdict = await h.admit()
@@ -169,7 +169,7 @@ def test_expired_reservations_wait_for_the_reaper_and_late_confirm_counts(run: A
         assert (await h.admit())[1].reason == "sold_out"
         # Not yet expired: nothing to list, and reap leaves it alone.
         assert await h.admitter.expired("s1") == []
-        assert await h.admitter.reap("s1", [first.reservation_id]) == 0
+        assert await h.admitter.reap("s1", [first.reservation_id]) == []
         # The gateway that held them died. Past the deadline admission still does not
         # hand their units out: one of them may be in Kafka (see gateway/reaper.py).
         h.clock.now += TTL_MS + 1
@@ -178,21 +178,34 @@ def test_expired_reservations_wait_for_the_reaper_and_late_confirm_counts(run: A
         assert {e.reservation for e in expired} == {first, second, third}
         assert all(e.deadline_ms <= h.clock.now for e in expired)
         # The reaper found `third` in Kafka and proved the other two absent.
-        assert await h.admitter.confirm([third]) == [True]
+        assert await h.admitter.confirm([third], adopt=True) == ["confirmed"]
         ids = [first.reservation_id, second.reservation_id]
-        assert await h.admitter.reap("s1", ids) == 2
-        assert await h.admitter.reap("s1", ids) == 0  # safe to repeat
+        assert sorted(await h.admitter.reap("s1", ids)) == sorted(ids)
+        assert await h.admitter.reap("s1", ids) == []  # safe to repeat
         assert await h.admitter.expired("s1") == []
         assert await h.remaining() == 2
         assert (await h.admit())[1] == Verdict("ok", remaining=1, limit=10)
-        # A confirm that still came for a reaped one counts it and takes its unit again.
-        assert await h.admitter.confirm([first]) == [False]
-        assert await h.remaining() == 0
-        await h.admitter.confirm([first])  # idempotent: counted once (below)
+        # A record of a reaped order that still turns up (a broker that wrote it after a
+        # long stall) is fenced: its unit is not taken again, nothing is counted.
+        assert await h.admitter.confirm([first]) == ["fenced"]
+        assert await h.admitter.confirm([first], adopt=True) == ["fenced"]
+        assert await h.remaining() == 1
         report = await h.sales.report("s1")
         assert report is not None
-        assert report.accepted_orders == 2
-        assert report.skus["A"].accepted == 2
+        assert report.accepted_orders == 1
+        assert report.skus["A"].accepted == 1
+        # A retry of the adopted order (same order id) is answered "accepted", uncharged.
+        assert (await h.admitter.admit(third, "1.1.1.1")).reason == "accepted"
+        assert await h.remaining() == 1
+        # A retry of a reaped order places it again (the fence is lifted: its late record
+        # is the same order) and is charged once.
+        assert (await h.admitter.admit(first, "1.1.1.1")).admitted
+        assert await h.remaining() == 0
+        assert await h.admitter.confirm([first], adopt=True) == ["confirmed"]
+        assert await h.admitter.confirm([first]) == ["none"]
+        report = await h.sales.report("s1")
+        assert report is not None
+        assert report.accepted_orders == 2 and report.skus["A"].accepted == 2
 
     run(body)
 
@@ -214,7 +227,7 @@ def test_same_order_id_admitted_again_keeps_one_reservation(run: Any) -> None:
         # Its deadline was renewed from the retry.
         h.clock.now += TTL_MS / 2 + 1
         assert await h.admitter.expired("s1") == []
-        assert await h.admitter.confirm([first]) == [True]
+        assert await h.admitter.confirm([first]) == ["confirmed"]
         report = await h.sales.report("s1")
         assert report is not None
         assert report.skus["A"].reserved == 0 and report.skus["A"].accepted == 2
@@ -248,7 +261,7 @@ def test_confirm_and_release(run: Any) -> None:
         await h.load(stock={"A": 5, "B": 5}, per_user_max=4)
         a, _ = await h.admit(quantity=2)
         b, _ = await h.admit(sku="B", quantity=2)
-        assert await h.admitter.confirm([a]) == [True]
+        assert await h.admitter.confirm([a]) == ["confirmed"]
         assert await h.admitter.release([b]) == 1
         assert await h.admitter.release([b]) == 0  # safe to repeat
         report = await h.sales.report("s1")
@@ -307,10 +320,14 @@ def test_scripts_reload_after_script_flush(run: Any, wire: bool) -> None:
         await h.redis.script_flush()
         pipe = h.scripts.pipeline(h.wire)
         pipe.command("PING")
-        pipe.script("reap", SaleKeys.of("s1").core, ["", reservation.reservation_id])
+        pipe.script("reap", SaleKeys.of("s1").core, ["", "60000", reservation.reservation_id])
         # The injected clock is years behind the server's: the reservation is long expired.
         # redis-py applies its reply callbacks (PING -> True); the wire gives raw replies.
-        assert await pipe.execute() == ["PONG" if wire else True, 1]
+        replies = await pipe.execute()
+        assert replies[0] == ("PONG" if wire else True)
+        assert [r.decode() if isinstance(r, bytes) else r for r in replies[1]] == [
+            reservation.reservation_id
+        ]
 
     run(body, wire=wire)
 

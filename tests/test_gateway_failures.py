@@ -25,13 +25,22 @@ def _report(services: Services, sale_id: str) -> dict[str, object]:
     return report
 
 
-def test_kafka_unreachable_gives_503_and_returns_stock(services: Services) -> None:
-    # Nothing listens on this port: every produce times out after 1.5 s.
-    services.start_gateway(
+def test_kafka_unreachable_answers_outcome_unknown_and_the_reaper_settles_it(
+    services: Services,
+) -> None:
+    """Every produce times out in flight: Kafka's answer is unknown, so the units stay
+    reserved (a stalled broker may still write the record) and the client is told
+    `outcome_unknown` with its order id; a retry of the same Idempotency-Key gets the
+    same answer while the order is pending. Once a gateway's reaper can read Kafka
+    and proves the record absent, the units return, the status reads failed /
+    not_stored, and the retry places the order (same order id)."""
+    dead_kafka = services.start_gateway(
+        # Nothing listens on this port: every produce times out after 1.5 s.
         FLASHGATE_KAFKA_BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
         FLASHGATE_KAFKA_MESSAGE_TIMEOUT_MS="1500",
         FLASHGATE_GATEWAY_PRODUCE_TIMEOUT_MS="1500",
         FLASHGATE_GATEWAY_IN_FLIGHT_MAX="4",
+        FLASHGATE_GATEWAY_RESERVATION_TTL_S="2",
     )
     sale_id = _sale(services, stock={"A": 5})
     key = {"Idempotency-Key": "kafka-down-1"}
@@ -55,16 +64,50 @@ def test_kafka_unreachable_gives_503_and_returns_stock(services: Services) -> No
             return answers, shed, retried, ready
 
     answers, shed, retried, ready = asyncio.run(scenario())
-    for answer in [*answers, *shed, retried]:
+    for answer in shed:
         assert (answer.status, answer.body["error"]) == (503, "unavailable"), answer
+        assert "capacity" in answer.body["message"]
+    for answer in [*answers, retried]:
+        assert (answer.status, answer.body["error"]) == (503, "outcome_unknown"), answer
         assert int(answer.headers["Retry-After"]) >= 1
-    assert any("capacity" in a.body["message"] for a in shed)
-    # The Idempotency-Key was released, so the retry ran again (and failed again).
-    assert "Idempotent-Replayed" not in retried.headers
-    report = _report(services, sale_id)
-    assert report["skus"] == {"A": {"loaded": 5, "remaining": 5, "reserved": 0, "accepted": 0}}
-    assert report["pending_reservations"] == 0
+        assert answer.body["status_url"] == f"/v1/orders/{answer.body['order_id']}"
+    # The retry is the same order, still pending: answered alike, nothing new produced.
+    assert retried.body["order_id"] == answers[0].body["order_id"]
     assert (ready.status, ready.body["checks"]["kafka"]) == (503, False)
+    report = _report(services, sale_id)
+    assert report["skus"] == {"A": {"loaded": 5, "remaining": 1, "reserved": 4, "accepted": 0}}
+    order_ids = [str(a.body["order_id"]) for a in answers]
+
+    async def statuses() -> list[tuple[object, object]]:
+        async with Client(services.env.gateway_url) as client:
+            read = [await client.call("GET", f"/v1/orders/{o}") for o in order_ids]
+        return [(a.body.get("status"), a.body.get("reason")) for a in read]
+
+    assert asyncio.run(statuses()) == [("pending", None)] * 4
+
+    # A gateway that can read Kafka settles them: not there, so the units return.
+    dead_kafka.stop()
+    services.running.remove(dead_kafka)
+    services.start_gateway(FLASHGATE_GATEWAY_REAPER_INTERVAL_S="0.5")
+
+    def settled() -> bool:
+        return _report(services, sale_id)["skus"]["A"]["remaining"] == 5  # type: ignore[index,no-any-return]
+
+    assert wait_until(settled, timeout_s=30)
+    assert asyncio.run(statuses()) == [("failed", "not_stored")] * 4
+
+    async def retry() -> Answer:
+        async with Client(services.env.gateway_url) as client:
+            return await client.order(headers=key, sale_id=sale_id)
+
+    placed = asyncio.run(retry())
+    assert placed.status == 202, placed
+    assert placed.body["order_id"] == order_ids[0]
+    replayed = asyncio.run(retry())
+    assert (replayed.status, replayed.body["order_id"]) == (202, order_ids[0])
+    assert replayed.headers.get("Idempotent-Replayed") == "true"
+    skus = _report(services, sale_id)["skus"]
+    assert skus == {"A": {"loaded": 5, "remaining": 4, "reserved": 0, "accepted": 1}}
 
 
 def test_killed_gateway_does_not_leak_stock(services: Services) -> None:
@@ -136,7 +179,9 @@ def test_failed_retry_of_a_dead_gateways_order_keeps_its_units(services: Service
                 await asyncio.sleep(0.5)
 
     retried = asyncio.run(retry_until_taken_over())
-    assert (retried.status, retried.body["error"]) == (503, "unavailable"), retried
+    # The first attempt's record may be in Kafka: whatever this produce met, the
+    # outcome of the order is unknown until the reaper looks.
+    assert (retried.status, retried.body["error"]) == (503, "outcome_unknown"), retried
     report = _report(services, sale_id)
     assert report["skus"] == {"A": {"loaded": 5, "remaining": 3, "reserved": 2, "accepted": 0}}
 

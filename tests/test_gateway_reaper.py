@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
+from typing import Any
 
 import msgspec
 from confluent_kafka import Producer
@@ -23,6 +24,7 @@ from flashgate.admission.admitter import Admitter, Reservation
 from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleStore
 from flashgate.ids import new_order_id
 from flashgate.kafka.record_finder import find_keys
+from flashgate.order_status import OrderStatusStore
 from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import KafkaSettings, SalesSettings
 from flashgate.stack.ports import free_port
@@ -44,7 +46,7 @@ def _produce(kafka: KafkaSettings, keys: list[str]) -> None:
 @asynccontextmanager
 async def _reaping(
     env: ServiceEnv, find_in: KafkaSettings, sale_id: str
-) -> AsyncIterator[tuple[Admitter, SaleStore, Reaper]]:
+) -> AsyncIterator[tuple[Admitter, SaleStore, Reaper, OrderStatusStore]]:
     """A loaded sale (10 units of A), an admitter and a reaper searching `find_in`."""
     kafka = env.settings.kafka
     redis = Redis.from_url(env.variables["FLASHGATE_REDIS_URL"])
@@ -53,6 +55,7 @@ async def _reaping(
         sales = SaleStore(scripts)
         await sales.load(sale_id, SaleDefinition(stock={"A": 10}, rates=OPEN), SalesSettings())
         admitter = Admitter(scripts, reservation_ttl_ms=TTL_MS, batching=False)
+        statuses = OrderStatusStore(redis, 3600)
 
         def find(keys: Collection[bytes], start_ms: int, end_ms: int) -> set[bytes]:
             return find_keys(find_in, kafka.orders_topic, keys, start_ms, end_ms, timeout_s=3)
@@ -60,11 +63,12 @@ async def _reaping(
         reaper = Reaper(
             admitter,
             sales,
+            statuses,
             find,
             reservation_ttl_ms=TTL_MS,
             produce_timeout_ms=PRODUCE_TIMEOUT_MS,
         )
-        yield admitter, sales, reaper
+        yield admitter, sales, reaper, statuses
     finally:
         await redis.aclose()
 
@@ -78,8 +82,8 @@ async def _stock(sales: SaleStore, sale_id: str) -> dict[str, int]:
 
 async def _scenario(
     env: ServiceEnv, find_in: KafkaSettings, in_kafka: int, absent: int
-) -> tuple[list[ReapReport], dict[str, int]]:
-    async with _reaping(env, find_in, "s1") as (admitter, sales, reaper):
+) -> tuple[list[ReapReport], dict[str, Any]]:
+    async with _reaping(env, find_in, "s1") as (admitter, sales, reaper, statuses):
         held = [
             Reservation(new_order_id(), "s1", "A", 1, f"u{i}") for i in range(in_kafka + absent)
         ]
@@ -96,7 +100,13 @@ async def _scenario(
         reports.append(await reaper.run_once())
         await asyncio.sleep((PRODUCE_TIMEOUT_MS + CLOCK_SLACK_MS) / 1000)
         reports.append(await reaper.run_once())
-        return reports, await _stock(sales, "s1")
+        read = [await statuses.get(r.reservation_id) for r in held]
+        found = [(s.status, s.reason) if s else None for s in read]
+        # A retry of an order the reaper found (same Idempotency-Key, same order id) is
+        # answered "accepted" and charges nothing; one of a reaped order places it again.
+        if in_kafka and reports[-1].confirmed:
+            assert (await admitter.admit(held[0], "127.0.0.1")).reason == "accepted"
+        return reports, {**await _stock(sales, "s1"), "statuses": found}
 
 
 def test_reaper_confirms_what_kafka_holds_and_returns_the_rest(service_env: ServiceEnv) -> None:
@@ -107,7 +117,10 @@ def test_reaper_confirms_what_kafka_holds_and_returns_the_rest(service_env: Serv
     assert reports[1] == ReapReport(waiting=5)
     assert reports[2] == ReapReport(confirmed=2, returned=3)
     # The two orders in Kafka keep their units: no unit can be sold twice.
+    statuses = stock.pop("statuses")
     assert stock == {"remaining": 8, "reserved": 0, "accepted": 2}
+    # What a shopper polling the status URL reads.
+    assert statuses == [("accepted", None)] * 2 + [("failed", "not_stored")] * 3
     assert time.monotonic() - started < 30
 
 
@@ -117,6 +130,7 @@ def test_reaper_holds_stock_while_kafka_cannot_be_read(service_env: ServiceEnv) 
     )
     reports, stock = asyncio.run(_scenario(service_env, dead, in_kafka=1, absent=1))
     assert reports[2] == ReapReport(waiting=2)
+    assert stock.pop("statuses") == [None, None]  # unsettled: nothing said yet
     assert stock == {"remaining": 8, "reserved": 2, "accepted": 0}
 
 
@@ -130,7 +144,7 @@ def test_reaper_finds_the_first_attempts_record_of_a_re_admitted_order(
 
     async def scenario() -> tuple[ReapReport, dict[str, int]]:
         kafka = service_env.settings.kafka
-        async with _reaping(service_env, kafka, "s2") as (admitter, sales, reaper):
+        async with _reaping(service_env, kafka, "s2") as (admitter, sales, reaper, _):
             order = Reservation(new_order_id(), "s2", "A", 1, "u1")
             assert (await admitter.admit(order, "127.0.0.1")).admitted
             _produce(kafka, [order.reservation_id])  # acknowledged; its gateway then died

@@ -22,11 +22,25 @@ from flashgate.redis_scripts.loader import RedisScripts, ScriptPipeline
 from flashgate.redis_scripts.wire import RespConnection
 
 Reason = Literal[
-    "ok", "unknown_sale", "unknown_sku", "quantity", "sold_out", "purchase_limit", "rate_limited"
+    "ok",
+    "accepted",
+    "unknown_sale",
+    "unknown_sku",
+    "quantity",
+    "sold_out",
+    "purchase_limit",
+    "rate_limited",
 ]
+# What confirm.lua did with one order: confirmed now, fenced (settled "not stored"
+# before this record turned up), or nothing (already confirmed, or released).
+Confirmation = Literal["confirmed", "fenced", "none"]
+_CONFIRMATIONS: dict[str, Confirmation] = {"1": "confirmed", "0": "fenced", "-": "none"}
 Limiter = Literal["sale", "user", "ip"]
 
 EXPIRED_PER_CALL = 500
+# How long reaped and adopted order ids are remembered, unless told: Kafka's default
+# retention here (a record can turn up as long as the topic keeps it).
+SETTLED_KEEP_MS = 3 * 24 * 3600 * 1000
 SCRIPTS = ("admit", "confirm", "release", "reap", "load_sale")
 
 
@@ -75,6 +89,8 @@ def parse_verdict(line: str) -> Verdict:
     reason, *fields = line.split(" ")
     if reason == "ok":
         return Verdict("ok", int(fields[0]), int(fields[1]), held=len(fields) > 2)
+    if reason == "accepted":
+        return Verdict("accepted")
     if reason == "sold_out":
         return Verdict("sold_out", remaining=int(fields[0]), limit=int(fields[1]))
     if reason == "quantity":
@@ -122,6 +138,7 @@ class Admitter:
         scripts: RedisScripts,
         *,
         reservation_ttl_ms: int,
+        settled_keep_ms: int = SETTLED_KEEP_MS,
         batching: bool = True,
         batch_max: int = 256,
         now_ms: Callable[[], float] | None = None,
@@ -133,6 +150,7 @@ class Admitter:
         # Batched admissions go over this dedicated lean connection when given.
         self._wire = wire
         self._ttl_ms = str(reservation_ttl_ms)
+        self._keep_ms = str(settled_keep_ms)
         # Tests inject time; in service the Redis server's clock is the one clock
         # every gateway replica shares.
         self._now_ms = now_ms
@@ -195,39 +213,45 @@ class Admitter:
         return results
 
     def add_confirms(
-        self, pipe: ScriptPipeline, reservations: Sequence[Reservation]
-    ) -> Callable[[list[Any]], list[bool]]:
+        self, pipe: ScriptPipeline, reservations: Sequence[Reservation], *, adopt: bool = False
+    ) -> Callable[[list[Any]], list[Confirmation]]:
         """Queue confirm calls on `pipe`; return what reads their results.
 
-        False for a reservation means it had expired and its units were taken
-        again: accepted may now exceed the loaded stock (an oversell to report).
+        `adopt`: the caller is not the order's own gateway (a reaper that found the
+        record, the drain about to deliver it), so an order confirmed now is
+        remembered as adopted (admit.lua answers a retry of it "accepted").
         """
         groups = _group(reservations)
         starts: list[tuple[int, list[int]]] = []
+        adopt_arg = self._keep_ms if adopt else ""
         for sale_id, indices in groups.items():
             orders = "\n".join([_order_line(reservations[index]) for index in indices])
             starts.append((len(pipe), indices))
-            pipe.script("confirm", SaleKeys.of(sale_id).core, [str(len(indices)), orders])
+            pipe.script(
+                "confirm", SaleKeys.of(sale_id).core, [str(len(indices)), orders, adopt_arg]
+            )
 
-        def read(results: list[Any]) -> list[bool]:
-            on_time = [True] * len(reservations)
+        def read(results: list[Any]) -> list[Confirmation]:
+            done: list[Confirmation] = ["none"] * len(reservations)
             for position, indices in starts:
                 reply = results[position]
                 if isinstance(reply, BaseException):
                     raise AdmissionUnavailable(f"confirm failed: {reply}")
                 flags = _text(reply)
-                if len(flags) != len(indices):
+                if len(flags) != len(indices) or not set(flags) <= _CONFIRMATIONS.keys():
                     raise AdmissionUnavailable(f"unexpected reply from confirm.lua: {flags!r}")
                 for index, flag in zip(indices, flags, strict=True):
-                    on_time[index] = flag != "0"
-            return on_time
+                    done[index] = _CONFIRMATIONS[flag]
+            return done
 
         return read
 
-    async def confirm(self, reservations: Sequence[Reservation]) -> list[bool]:
-        """Confirm now, in one round trip; True per reservation confirmed before its deadline."""
+    async def confirm(
+        self, reservations: Sequence[Reservation], *, adopt: bool = False
+    ) -> list[Confirmation]:
+        """Confirm now, in one round trip (see `add_confirms`)."""
         pipe = self._scripts.pipeline()
-        read = self.add_confirms(pipe, reservations)
+        read = self.add_confirms(pipe, reservations, adopt=adopt)
         try:
             return read(await pipe.execute())
         except RedisError as exc:
@@ -267,15 +291,19 @@ class Admitter:
             found.append(Expired(reservation, float(deadline)))
         return found
 
-    async def reap(self, sale_id: str, reservation_ids: Sequence[str]) -> int:
-        """Return these expired reservations to stock (only once proven absent from Kafka)."""
+    async def reap(self, sale_id: str, reservation_ids: Sequence[str]) -> list[str]:
+        """Return these expired reservations to stock (only once proven absent from Kafka);
+        the ids returned, whose records the drain will fence from now on."""
         if not reservation_ids:
-            return 0
+            return []
         try:
             keys = SaleKeys.of(sale_id).core
-            return int(await self._scripts.call("reap", keys, [self._now_arg(), *reservation_ids]))
+            reply = await self._scripts.call(
+                "reap", keys, [self._now_arg(), self._keep_ms, *reservation_ids]
+            )
         except RedisError as exc:
             raise AdmissionUnavailable(f"reap failed: {exc}") from exc
+        return [_text(order_id) for order_id in reply]
 
     async def aclose(self) -> None:
         if self._batcher is not None:

@@ -29,6 +29,7 @@ class SaleKeys:
     bought: str
     counters: str
     reaped: str
+    adopted: str
     sale_tat: str
 
     @classmethod
@@ -45,6 +46,7 @@ class SaleKeys:
             bought=f"{tag}:bought",
             counters=f"{tag}:counters",
             reaped=f"{tag}:reaped",
+            adopted=f"{tag}:adopted",
             # admit.lua names the per-user and per-IP limiters from this key's tag:
             # "<tag>:tat:u:<user>", "<tag>:tat:ip:<ip>".
             sale_tat=f"{tag}:tat:sale",
@@ -62,6 +64,7 @@ class SaleKeys:
             self.bought,
             self.counters,
             self.reaped,
+            self.adopted,
         ]
 
 

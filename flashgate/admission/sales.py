@@ -111,6 +111,9 @@ class SaleReport(msgspec.Struct, frozen=True, kw_only=True):
     accepted_units: int
     delivered_orders: int
     pending_reservations: int
+    # Records dead-lettered by the drain's fence: written after their order was
+    # settled "not stored" (see order_consumer/fence.py).
+    fenced_orders: int = 0
 
 
 _encoder = msgspec.json.Encoder()
@@ -202,5 +205,6 @@ class SaleStore:
             accepted_orders=counters.get("accepted_orders", 0),
             accepted_units=counters.get("accepted_units", 0),
             delivered_orders=counters.get("delivered_orders", 0),
+            fenced_orders=counters.get("fenced_orders", 0),
             pending_reservations=int(pending),
         )

@@ -37,6 +37,8 @@ class ConsumerReport(msgspec.Struct, frozen=True):
     in_flight: int = 0
     delivered_total: int = 0
     dead_lettered_total: int = 0
+    # Records fenced: written after their order was settled "not stored" (never delivered).
+    fenced_total: int = 0
 
 
 class DrainProgress(msgspec.Struct, frozen=True):

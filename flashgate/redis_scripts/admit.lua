@@ -23,10 +23,16 @@
 --   6 reservations  hash  reservation id -> "sku<TAB>quantity<TAB>user"
 --   7 bought        hash  user -> units reserved or accepted
 --   8 counters      hash  (unused here)
---   9 reaped        zset  reservation id -> when it was returned to stock (ms), kept a day
---                         so a late confirm knows the units must be taken again
---  10 sale TAT      string  GCRA theoretical arrival time of the sale limiter (ms)
--- The per-user and per-IP TAT keys are named here from KEYS[10]'s hash tag
+--   9 reaped        zset  order id -> when the reaper returned its units, having proven
+--                         its record absent from Kafka (ms); kept as long as a record can
+--                         still be read (see reap.lua). The drain fences a record found
+--                         here (confirm.lua); admitting the order id again lifts the fence
+--  10 adopted       zset  order id -> when a reaper or the drain confirmed it on behalf of
+--                         a gateway that never did (ms): a retry of that order (same
+--                         Idempotency-Key, so same order id) is answered "accepted" and
+--                         charged nothing
+--  11 sale TAT      string  GCRA theoretical arrival time of the sale limiter (ms)
+-- The per-user and per-IP TAT keys are named here from KEYS[11]'s hash tag
 -- ("{sale:<id>}:tat:u:<user>", "{sale:<id>}:tat:ip:<ip>"): the same slot as the
 -- declared keys, so the script stays correct on Redis Cluster, and the gateway
 -- sends one argument per batch instead of two keys per order.
@@ -39,6 +45,7 @@
 -- Returns one string, a line per order in order, fields separated by spaces:
 --   "ok <remaining> <per_order_max>[ held]"   ("held": this order id already held
 --                                              its reservation; see below)
+--   "accepted"       (this order id was already confirmed by a reaper or the drain)
 --   "unknown_sale"   "unknown_sku"   "invalid"   "sold_out <remaining> <per_order_max>"
 --   "quantity <per_order_max>"   "purchase_limit <per_user_max> <bought>"
 --   "rate_limited <sale|user|ip> <retry_after_ms> <burst> <rate>"
@@ -51,7 +58,7 @@ if not now then
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
 local ttl_ms = tonumber(ARGV[2])
-local tag = string.sub(KEYS[10], 1, -10)  -- KEYS[10] is "<tag>:tat:sale"
+local tag = string.sub(KEYS[11], 1, -10)  -- KEYS[11] is "<tag>:tat:sale"
 local n = tonumber(ARGV[3])
 local orders = {}
 for line in string.gmatch(ARGV[4], '[^\n]+') do
@@ -99,6 +106,10 @@ for i = 1, n do
   local loaded = id and tonumber(redis.call('HGET', KEYS[2], sku))
   if not id then
     results[i] = 'invalid'
+  elseif redis.call('ZSCORE', KEYS[10], id) then
+    -- Its record was found in Kafka after its gateway died: the order is accepted,
+    -- and a retry must neither charge it again nor make a second order.
+    results[i] = 'accepted'
   elseif not loaded then
     results[i] = 'unknown_sku'
   elseif redis.call('HEXISTS', KEYS[6], id) == 1 then
@@ -124,7 +135,7 @@ for i = 1, n do
     elseif per_user_max > 0 and bought + qty > per_user_max then
       results[i] = 'purchase_limit ' .. int(per_user_max) .. ' ' .. int(bought)
     else
-      local tat_keys = {KEYS[10], tag .. ':tat:u:' .. user, tag .. ':tat:ip:' .. ip}
+      local tat_keys = {KEYS[11], tag .. ':tat:u:' .. user, tag .. ':tat:ip:' .. ip}
       local new_tats = {}
       local denied, wait = nil, 0
       for j = 1, 3 do
@@ -146,6 +157,9 @@ for i = 1, n do
         redis.call('HINCRBY', KEYS[7], user, qty)
         redis.call('ZADD', KEYS[5], now + ttl_ms, id)
         redis.call('HSET', KEYS[6], id, sku .. '\t' .. qty .. '\t' .. user)
+        -- A retry of an order settled "not stored": this attempt is the order now, so a
+        -- late record of the first one is the same order, no longer one to fence.
+        redis.call('ZREM', KEYS[9], id)
         results[i] = 'ok ' .. int(available - qty) .. ' ' .. int(per_order_max)
       end
     end

@@ -1,24 +1,27 @@
 -- reap: return these expired reservations to stock. The reaper calls it only for
 -- reservations whose order it has looked for in Kafka and not found (their gateway
--- died, or Kafka refused them and the release was lost): see gateway/reaper.py.
+-- died, or Kafka's answer was unknown): see gateway/reaper.py.
 --
 -- A reservation that was confirmed or released meanwhile, or whose deadline has
--- not passed, is left alone. A reaped id is remembered for a day, so a confirm
--- that still arrives (it cannot, short of clocks wrong by more than the reaper's
--- slack) counts the order and takes its units again.
+-- not passed, is left alone. A reaped order id is remembered in `reaped` for
+-- `keep_ms` (as long as Kafka keeps records): a record of it that still turns up
+-- (a broker that wrote it after a long stall) is fenced by the drain, never
+-- delivered (confirm.lua), so the units returned here are never sold twice.
 --
--- KEYS: the sale's keys 1-9 as in admit.lua (config, loaded, reserved, accepted,
---   pending, reservations, bought, counters, reaped), all under the hash tag {sale:<id>}.
--- ARGV: 1 now in ms ("" = the Redis server's clock), then reservation ids
--- Returns the number of reservations returned to stock.
+-- KEYS: the sale's keys 1-10 as in admit.lua (config, loaded, reserved, accepted,
+--   pending, reservations, bought, counters, reaped, adopted), all under the hash tag
+--   {sale:<id>}.
+-- ARGV: 1 now in ms ("" = the Redis server's clock), 2 keep_ms, then reservation ids
+-- Returns the ids returned to stock (the caller marks their orders "not stored").
 
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 end
-local reaped = 0
-for i = 2, #ARGV do
+local keep_ms = tonumber(ARGV[2])
+local reaped = {}
+for i = 3, #ARGV do
   local id = ARGV[i]
   local deadline = tonumber(redis.call('ZSCORE', KEYS[5], id))
   if deadline and deadline <= now then
@@ -31,13 +34,13 @@ for i = 2, #ARGV do
       end
       redis.call('HDEL', KEYS[6], id)
       redis.call('ZADD', KEYS[9], now, id)
-      reaped = reaped + 1
+      reaped[#reaped + 1] = id
     end
     -- Also drops a pending entry whose reservation is already gone.
     redis.call('ZREM', KEYS[5], id)
   end
 end
-if reaped > 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - 86400000)
+if #reaped > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[9], '-inf', now - keep_ms)
 end
 return reaped
