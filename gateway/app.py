@@ -119,6 +119,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             observe_seconds=metrics.settle_seconds.observe,
             observe_ack_seconds=metrics.produce_seconds.observe,
         )
+        metrics.count_fenced_acks(lambda: settler.fenced)
         context = GatewayContext(
             settings=settings,
             producer=producer,

@@ -6,6 +6,9 @@
 - `flashgate_gateway_in_flight`: requests being handled now
 - `flashgate_admission_batch_size`: orders per admission call to Redis (histogram)
 - `flashgate_gateway_redis_seconds{step}`: Redis time per batch (admit, settle)
+- `flashgate_gateway_fenced_acks_total`: Kafka acknowledgements that came after the
+  reaper had settled their order "not stored" (their record is fenced by the drain;
+  needs clocks wrong by more than the reaper's slack: should stay 0)
 
 The two per-request counters are plain dicts of ints exported by a collector at
 scrape time: prometheus-client's counters take a lock on every increment, and
@@ -14,7 +17,7 @@ these run several times per order on the event loop's one thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -33,6 +36,8 @@ class _Counts:
     def __init__(self) -> None:
         self.requests: dict[tuple[str, int], int] = {}
         self.decisions: dict[str, int] = {}
+        # Read from the settler at scrape time (set once the lifespan built it).
+        self.fenced_acks: Callable[[], int] = lambda: 0
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -49,6 +54,11 @@ class _Counts:
             decisions.add_metric([decision], count)
         yield requests
         yield decisions
+        yield CounterMetricFamily(
+            "flashgate_gateway_fenced_acks",
+            "Acknowledgements of orders already settled not stored",
+            value=self.fenced_acks(),
+        )
 
 
 class GatewayMetrics:
@@ -86,6 +96,9 @@ class GatewayMetrics:
     def request(self, route: str, status: int) -> None:
         requests = self._counts.requests
         requests[route, status] = requests.get((route, status), 0) + 1
+
+    def count_fenced_acks(self, read: Callable[[], int]) -> None:
+        self._counts.fenced_acks = read
 
     def decision(self, decision: str) -> None:
         decisions = self._counts.decisions
