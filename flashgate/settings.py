@@ -66,7 +66,8 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     storefront_tokens: list[str] = msgspec.field(default_factory=list)
     # How long a replayable Idempotency-Key answer is kept.
     idempotency_ttl_s: int = IDEMPOTENCY_TTL_S
-    # A reservation not confirmed (Kafka ack) within this returns to stock.
+    # A reservation not confirmed (Kafka ack) within this is settled by the reaper from
+    # what Kafka holds: confirmed if its record is there, returned to stock if not.
     reservation_ttl_s: int = RESERVATION_TTL_S
     # Answer sold_out locally for this long once a SKU reached zero (0 = always ask Redis).
     sold_out_cache_ms: int = SOLD_OUT_CACHE_MS
