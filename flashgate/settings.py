@@ -4,7 +4,8 @@ Every key of the TOML file can be overridden by an environment variable named
 `FLASHGATE_<SECTION>_<KEY>` (for example `FLASHGATE_KAFKA_BOOTSTRAP_SERVERS`).
 `FLASHGATE_CONFIG` names the file; without it `./flashgate.toml` is read when
 present, else the defaults below apply. Defaults are named constants with their
-unit in the name.
+unit in the name. Variables Kubernetes injects for a Service named `flashgate-*`
+are skipped (see service_links.py); any other unknown FLASHGATE_* name is an error.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import msgspec
 
 from flashgate.errors import ConfigError
+from flashgate.service_links import is_service_link
 
 ENV_PREFIX = "FLASHGATE_"
 CONFIG_ENV = "FLASHGATE_CONFIG"
@@ -213,6 +215,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         section, _, key = rest.partition("_")
         struct = SECTIONS.get(section)
         if struct is None or key not in struct.__struct_fields__:
+            if is_service_link(name, environ):
+                continue
             raise ConfigError(f"unknown setting in environment: {name}")
         overrides.setdefault(section, {})[key] = _env_value(struct, key, value)
     return overrides
