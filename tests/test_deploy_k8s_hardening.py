@@ -8,8 +8,17 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
-from tests.deploy_support import K8S, Manifest, by_kind, containers, kustomize_build
+from flashgate.stack.kafka_jars import KAFKA_VERSION
+from tests.deploy_support import (
+    K8S,
+    Manifest,
+    by_kind,
+    containers,
+    kustomize_build,
+    schema_errors,
+)
 
 _UNITS = {"": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _QUANTITY = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3}
@@ -59,3 +68,43 @@ def test_redis_statefulset_is_governed_by_a_headless_service(demo: list[Manifest
     assert governing["spec"]["selector"].items() <= labels.items()
     # Clients keep a stable virtual IP through `redis` (flashgate.toml's url).
     assert services["redis"]["spec"].get("clusterIP") != "None"
+
+
+def test_kafka_runs_the_release_the_tests_run(demo: list[Manifest]) -> None:
+    (kafka,) = by_kind(demo, "Kafka").values()
+    spec = kafka["spec"]["kafka"]
+    assert spec["version"] == KAFKA_VERSION
+    major_minor = ".".join(KAFKA_VERSION.split(".")[:2])
+    assert re.fullmatch(rf"{re.escape(major_minor)}-IV[0-9]+", spec["metadataVersion"])
+
+
+def test_kafka_nodes_never_share_a_machine_and_know_their_zone(demo: list[Manifest]) -> None:
+    (kafka,) = by_kind(demo, "Kafka").values()
+    assert kafka["spec"]["kafka"]["rack"] == {"topologyKey": "topology.kubernetes.io/zone"}
+    for pool_name, pool in by_kind(demo, "KafkaNodePool").items():
+        # Strimzi labels a pool's pods with their cluster and pool.
+        pod_labels = {
+            "strimzi.io/cluster": kafka["metadata"]["name"],
+            "strimzi.io/pool-name": pool_name,
+        }
+        template = pool["spec"]["template"]["pod"]
+        (term,) = template["affinity"]["podAntiAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert term["topologyKey"] == "kubernetes.io/hostname"
+        assert term["labelSelector"]["matchLabels"] == pod_labels
+        zones = [
+            c
+            for c in template["topologySpreadConstraints"]
+            if c["topologyKey"] == "topology.kubernetes.io/zone"
+        ]
+        assert zones and zones[0]["labelSelector"]["matchLabels"] == pod_labels
+
+
+def test_the_strimzi_schemas_catch_a_misspelt_placement(demo: list[Manifest]) -> None:
+    pool = yaml.safe_load(yaml.safe_dump(next(iter(by_kind(demo, "KafkaNodePool").values()))))
+    pool["spec"]["template"]["pod"]["affinity"]["podAntiAfinity"] = {}
+    assert schema_errors(pool)
+    kafka = yaml.safe_load(yaml.safe_dump(next(iter(by_kind(demo, "Kafka").values()))))
+    kafka["spec"]["kafka"]["rack"] = {"topologykey": "zone"}
+    assert schema_errors(kafka)
