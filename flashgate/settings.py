@@ -116,6 +116,9 @@ DRAIN_PROGRESS_INTERVAL_MS = 500
 DRAIN_ADAPTIVE_FLOOR_PER_S = 1.0
 DRAIN_ADAPTIVE_ERROR_SHARE = 0.1
 DRAIN_ADAPTIVE_LATENCY_SLACK_MS = 250.0
+# Longer than a rebalance holds one poll (backend timeout + 1 s to settle a revoke,
+# + 5 s slack), far shorter than max.poll.interval.ms (300 s).
+DRAIN_HEALTH_STUCK_AFTER_S = 30.0
 
 
 class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -144,6 +147,11 @@ class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     adaptive_floor_per_s: float = DRAIN_ADAPTIVE_FLOOR_PER_S
     adaptive_error_share: float = DRAIN_ADAPTIVE_ERROR_SHARE
     adaptive_latency_slack_ms: float = DRAIN_ADAPTIVE_LATENCY_SLACK_MS
+    # The consumer's probe and metrics listener (order_consumer/health_server.py); 0 = off.
+    health_host: str = "127.0.0.1"
+    health_port: int = 0
+    # No poll of Kafka for this long and the consumer reports itself stuck (not alive).
+    health_stuck_after_s: float = DRAIN_HEALTH_STUCK_AFTER_S
 
 
 class BackendSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
