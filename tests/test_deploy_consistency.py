@@ -41,12 +41,15 @@ ADDRESSES = {("kafka", "bootstrap_servers"), ("redis", "url"), ("drain", "backen
 # X-Forwarded-For with the client's address; the Kubernetes deploy ships no
 # ingress, so it trusts no such header, and per-IP limits stay off there (every
 # request would carry the ingress controller's address). Its consumers serve
-# health on a port for their probes.
+# health on the pod's address for kubelet's probes.
 DEPLOY_SPECIFIC = {
     ("gateway", "trust_forwarded_for"),
     ("sales", "ip_rate_per_s"),
+    ("drain", "health_host"),
     ("drain", "health_port"),
 }
+# Container ports only the Kubernetes deploy has: the consumer's probe port.
+K8S_ONLY_PORTS = {"health"}
 ROLES = {"gateway": "gateway", "consumer": "consumer", "backend": "order-backend"}
 
 
@@ -198,7 +201,11 @@ def test_images_commands_and_ports_agree(k8s: list[Manifest], compose: dict[str,
         (container,) = containers(deployments[deployment])
         assert container["image"] == compose[service]["image"], service
         assert container["command"] == compose[service]["command"], service
-        exposed = {str(p["containerPort"]) for p in container.get("ports", [])}
+        exposed = {
+            str(p["containerPort"])
+            for p in container.get("ports", [])
+            if p["name"] not in K8S_ONLY_PORTS
+        }
         assert exposed == set(compose[service].get("expose", [])), service
     settings = _load(K8S_TOML, {})
     (gateway,) = containers(deployments["gateway"])

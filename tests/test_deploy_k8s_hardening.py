@@ -19,6 +19,7 @@ from tests.deploy_support import (
     kustomize_build,
     schema_errors,
 )
+from tests.network_policy_eval import Pod, allowed, selects
 
 _UNITS = {"": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
 _QUANTITY = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3}
@@ -108,3 +109,85 @@ def test_the_strimzi_schemas_catch_a_misspelt_placement(demo: list[Manifest]) ->
     kafka = yaml.safe_load(yaml.safe_dump(next(iter(by_kind(demo, "Kafka").values()))))
     kafka["spec"]["kafka"]["rack"] = {"topologykey": "zone"}
     assert schema_errors(kafka)
+
+
+NS = "flashgate"
+# Labels Strimzi puts on the pods it runs for the cluster `flashgate`.
+BROKER = {
+    "strimzi.io/cluster": NS,
+    "strimzi.io/kind": "Kafka",
+    "strimzi.io/name": "flashgate-kafka",
+}
+ENTITY_OPERATOR = {"strimzi.io/cluster": NS, "strimzi.io/name": "flashgate-entity-operator"}
+EXPORTER = {"strimzi.io/cluster": NS, "strimzi.io/name": "flashgate-kafka-exporter"}
+
+
+def _pods(demo: list[Manifest]) -> dict[str, Pod]:
+    own = {"kubernetes.io/metadata.name": NS}
+    pods = {
+        name: Pod(NS, manifest["spec"]["template"]["metadata"]["labels"], own)
+        for kind in ("Deployment", "StatefulSet")
+        for name, manifest in by_kind(demo, kind).items()
+    }
+    return {
+        **pods,
+        "broker": Pod(NS, BROKER, own),
+        "entity-operator": Pod(NS, ENTITY_OPERATOR, own),
+        "exporter": Pod(NS, EXPORTER, own),
+        "stranger": Pod(NS, {"app": "debug-shell"}, own),
+        "ops-pod": Pod(NS, {"flashgate.io/ops": "true"}, own),
+        "cluster-operator": Pod("strimzi", {"strimzi.io/kind": "cluster-operator"}),
+        "ingress": Pod("ingress", {"app": "controller"}, {"flashgate.io/ingress": "true"}),
+        "prometheus": Pod("monitoring", {"app": "prometheus"}, {"flashgate.io/monitoring": "true"}),
+        "ops": Pod("ops", {"app": "toolbox"}, {"flashgate.io/ops": "true"}),
+        # Labelled like the gateway, in another namespace: that label proves nothing.
+        "impostor": Pod("shop", {"app.kubernetes.io/name": "gateway"}),
+    }
+
+
+# (target, port): every source allowed; all others must be refused.
+REACHABLE = {
+    ("redis", 6379): {"gateway", "consumer"},
+    ("broker", 9092): {"gateway", "consumer"},
+    ("broker", 9091): {"broker", "cluster-operator", "entity-operator", "exporter"},
+    ("broker", 9090): {"broker", "cluster-operator"},
+    ("broker", 8443): {"cluster-operator"},
+    ("gateway", 8080): {"ingress", "prometheus"},
+    ("gateway", 8081): {"ops", "ops-pod"},
+    ("consumer", 8082): {"prometheus"},
+    ("exporter", 9404): {"prometheus"},
+    ("order-backend", 8090): {"consumer"},
+    ("entity-operator", 8080): set(),
+}
+
+
+@pytest.mark.parametrize(("target", "port"), sorted(REACHABLE))
+def test_network_policies_let_only_whom_they_must(
+    demo: list[Manifest], target: str, port: int
+) -> None:
+    policies = list(by_kind(demo, "NetworkPolicy").values())
+    pods = _pods(demo)
+    reached = {
+        name for name, source in pods.items() if allowed(policies, source, pods[target], port)
+    }
+    assert reached == REACHABLE[(target, port)]
+
+
+def test_every_pod_of_the_namespace_is_isolated(demo: list[Manifest]) -> None:
+    (deny,) = [p for p in by_kind(demo, "NetworkPolicy").values() if p["spec"]["podSelector"] == {}]
+    assert deny["spec"]["policyTypes"] == ["Ingress"] and not deny["spec"].get("ingress")
+
+
+def test_strimzi_generated_listener_policy_names_the_same_clients(demo: list[Manifest]) -> None:
+    # Strimzi adds a policy per listener from networkPolicyPeers; policies add up, so
+    # a listener without peers would open 9092 to everyone again.
+    (kafka,) = by_kind(demo, "Kafka").values()
+    pods = _pods(demo)
+    for listener in kafka["spec"]["kafka"]["listeners"]:
+        peers = listener["networkPolicyPeers"]
+        allowed_sources = {
+            name
+            for name, pod in pods.items()
+            if pod.namespace == NS and any(selects(p.get("podSelector"), pod.labels) for p in peers)
+        }
+        assert allowed_sources == {"gateway", "consumer"}, listener["name"]
