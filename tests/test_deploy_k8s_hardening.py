@@ -6,6 +6,7 @@ monitors, probes and pinned images. Offline: the demo overlay rendered by kustom
 from __future__ import annotations
 
 import re
+import tomllib
 
 import pytest
 import yaml
@@ -191,3 +192,65 @@ def test_strimzi_generated_listener_policy_names_the_same_clients(demo: list[Man
             if pod.namespace == NS and any(selects(p.get("podSelector"), pod.labels) for p in peers)
         }
         assert allowed_sources == {"gateway", "consumer"}, listener["name"]
+
+
+def test_pod_monitors_scrape_a_named_port_of_the_pods_they_select(demo: list[Manifest]) -> None:
+    monitors = by_kind(demo, "PodMonitor")
+    assert set(monitors) == {"gateway", "consumer", "kafka-exporter"}
+    workloads = by_kind(demo, "Deployment")
+    for name in ("gateway", "consumer"):
+        (endpoint,) = monitors[name]["spec"]["podMetricsEndpoints"]
+        template = workloads[name]["spec"]["template"]
+        assert selects(monitors[name]["spec"]["selector"], template["metadata"]["labels"])
+        (container,) = template["spec"]["containers"]
+        assert endpoint["port"] in {p["name"] for p in container["ports"]}, name
+        assert endpoint["path"] == "/metrics"
+    exporter = monitors["kafka-exporter"]["spec"]
+    assert selects(exporter["selector"], EXPORTER) and not selects(exporter["selector"], BROKER)
+    # Strimzi names the exporter's metrics port tcp-prometheus (9404).
+    assert exporter["podMetricsEndpoints"][0]["port"] == "tcp-prometheus"
+
+
+def test_consumer_probes_use_its_health_listener(demo: list[Manifest]) -> None:
+    config = by_kind(demo, "ConfigMap")["flashgate-config"]["data"]["flashgate.toml"]
+    drain = tomllib.loads(config)["drain"]
+    (consumer,) = containers(by_kind(demo, "Deployment")["consumer"])
+    ports = {p["name"]: p["containerPort"] for p in consumer["ports"]}
+    assert ports == {"health": drain["health_port"]} and drain["health_host"] == "0.0.0.0"
+    assert consumer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert consumer["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Liveness gives up only after the consumer itself reports stuck.
+    liveness = consumer["livenessProbe"]
+    budget_s = (
+        liveness["initialDelaySeconds"] + liveness["periodSeconds"] * liveness["failureThreshold"]
+    )
+    assert budget_s >= drain.get("health_stuck_after_s", 30) / 2
+
+
+def test_deleting_the_deploy_keeps_the_namespace(demo: list[Manifest]) -> None:
+    for overlay in (K8S / "base", K8S / "overlays" / "demo"):
+        assert not [m for m in kustomize_build(overlay) if m["kind"] == "Namespace"], overlay
+    (namespace,) = kustomize_build(K8S / "namespace")
+    assert namespace["kind"] == "Namespace"
+    assert {m["metadata"].get("namespace") for m in demo} == {namespace["metadata"]["name"]}
+
+
+def test_public_settings_trust_no_forwarded_header(demo: list[Manifest]) -> None:
+    # No ingress ships here: see deploy/README.md before turning either on.
+    config = tomllib.loads(by_kind(demo, "ConfigMap")["flashgate-config"]["data"]["flashgate.toml"])
+    assert config["gateway"]["trust_forwarded_for"] is False
+    assert config["sales"]["ip_rate_per_s"] == 0
+    assert not by_kind(demo, "Ingress")
+
+
+def test_third_party_images_are_pinned(demo: list[Manifest]) -> None:
+    for manifest in demo:
+        if manifest["kind"] not in ("Deployment", "StatefulSet"):
+            continue
+        for container in containers(manifest):
+            image = container["image"]
+            if image.startswith("flashgate"):
+                continue  # ours, tagged by the overlay's `images:`
+            tag = image.partition("@")[0].partition(":")[2]
+            # An exact release (x.y.z), never a moving tag like 7.4-alpine or latest.
+            assert re.fullmatch(r"\d+\.\d+\.\d+(-[a-z0-9.]+)?", tag), image
