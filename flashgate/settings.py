@@ -116,9 +116,10 @@ DRAIN_PROGRESS_INTERVAL_MS = 500
 DRAIN_ADAPTIVE_FLOOR_PER_S = 1.0
 DRAIN_ADAPTIVE_ERROR_SHARE = 0.1
 DRAIN_ADAPTIVE_LATENCY_SLACK_MS = 250.0
-# Longer than a rebalance holds one poll (backend timeout + 1 s to settle a revoke,
-# + 5 s slack), far shorter than max.poll.interval.ms (300 s).
-DRAIN_HEALTH_STUCK_AFTER_S = 30.0
+# Longer than a rebalance can hold one poll (a revoke waits backend_timeout_s + 6 s,
+# an assign up to 15 s for committed offsets), far shorter than max.poll.interval.ms
+# (300 s), after which the group would drop the consumer anyway.
+DRAIN_HEALTH_STUCK_AFTER_S = 60.0
 
 
 class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -2,8 +2,9 @@
 
 - alive: the drain loop keeps polling Kafka. It polls at least every few seconds,
   also while partitions are paused or every slot is busy (that is how it stays in
-  its group), and a rebalance holds one poll for at most the revoke timeout. No
-  poll for `stuck_after_s` means the loop is stuck: a restart is the remedy.
+  its group), and a rebalance holds one poll for at most the revoke wait or the
+  committed-offsets lookup of an assign. No poll for `stuck_after_s` means the
+  loop is stuck: a restart is the remedy.
 - ready: alive, and a member of the consumer group: an assignment (possibly empty,
   with more consumers than partitions) came since start or since the last time
   the group took our partitions away as lost.

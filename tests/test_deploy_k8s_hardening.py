@@ -219,12 +219,6 @@ def test_consumer_probes_use_its_health_listener(demo: list[Manifest]) -> None:
     assert ports == {"health": drain["health_port"]} and drain["health_host"] == "0.0.0.0"
     assert consumer["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
     assert consumer["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    # Liveness gives up only after the consumer itself reports stuck.
-    liveness = consumer["livenessProbe"]
-    budget_s = (
-        liveness["initialDelaySeconds"] + liveness["periodSeconds"] * liveness["failureThreshold"]
-    )
-    assert budget_s >= drain.get("health_stuck_after_s", 30) / 2
 
 
 def test_deleting_the_deploy_keeps_the_namespace(demo: list[Manifest]) -> None:
