@@ -2,7 +2,9 @@
 
     GET /healthz   200 while the drain loop polls, else 503   (liveness)
     GET /readyz    200 while alive and in the consumer group   (readiness)
-    GET /metrics   the consumer's health and process metrics, Prometheus text
+    GET /metrics   the consumer's health and process metrics, and its counters
+                   (flashgate_drain_delivered_total, _dead_lettered_total,
+                   _fenced_total), Prometheus text
 
 One request per connection, read with a deadline and a size cap: only probes
 and a scraper call it. It runs on the drain's event loop, so an answer at all
@@ -14,12 +16,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterator
 
 import msgspec
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from order_consumer.health import ConsumerHealth, Verdict
+from order_consumer.worker import DrainCounters
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +33,38 @@ REQUEST_HEAD_MAX_BYTES = 8 * 1024
 _encoder = msgspec.json.Encoder()
 
 
+class _DrainCounts:
+    """The worker's counters, read at scrape time (set once the worker exists)."""
+
+    def __init__(self) -> None:
+        self.counters: DrainCounters | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        counters = self.counters or DrainCounters()
+        yield CounterMetricFamily(
+            "flashgate_drain_delivered", "Orders this consumer delivered",
+            value=counters.delivered,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "flashgate_drain_dead_lettered", "Records this consumer dead-lettered",
+            value=counters.dead_lettered,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "flashgate_drain_fenced",
+            "Records fenced: written after their order was settled not stored (dead-lettered)",
+            value=counters.fenced,
+        )
+
+
 class HealthMetrics:
-    """Gauges read from `health` at scrape time, in a registry of their own."""
+    """Gauges read from `health` at scrape time, and the drain's counters, in a registry
+    of their own."""
 
     def __init__(self, health: ConsumerHealth) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
+        self.drain = _DrainCounts()
+        self.registry.register(self.drain)
         ready = Gauge(
             "flashgate_consumer_ready", "1 while in the group and polling", registry=self.registry
         )
@@ -73,6 +104,10 @@ class HealthServer:
         self._host = host
         self._port = port
         self._server: asyncio.Server | None = None
+
+    def count(self, counters: DrainCounters) -> None:
+        """Export these counters (the worker's) on /metrics."""
+        self._metrics.drain.counters = counters
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(

@@ -90,6 +90,8 @@ async def run_consumer(settings: Settings) -> None:
                     consumer_id=consumer_id,
                 ),
             )
+            if health_server is not None:
+                health_server.count(worker.counters)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stop)

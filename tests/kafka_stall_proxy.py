@@ -36,6 +36,14 @@ from flashgate.stack.ports import free_port
 
 HOST = "127.0.0.1"
 PRODUCE_API_KEY = 0
+# InitProducerId bumps the idempotent producer's epoch, which makes the broker refuse
+# the held, older Produce (INVALID_PRODUCER_EPOCH). librdkafka sends it on a fresh
+# connection after a timed-out request; held too, and released after the Produce, so
+# the late write happens as it would when a stalled broker resumes (its socket buffer
+# holds the old request first).
+INIT_PRODUCER_ID_API_KEY = 22
+HELD_API_KEYS = frozenset({PRODUCE_API_KEY, INIT_PRODUCER_ID_API_KEY})
+RELEASE_ANSWER_WAIT_S = 10.0
 # How long a connection whose client already left is kept open after its held
 # requests are forwarded, waiting for the broker's responses: closing at once
 # could make the broker drop requests it has not read yet.
@@ -56,6 +64,8 @@ class _Connection:
     client: asyncio.StreamWriter
     held: list[bytes] = field(default_factory=list)
     holding: bool = False
+    # When this connection started holding (release goes in that order).
+    held_since: int = 0
     client_gone: bool = False
     # Requests forwarded minus responses seen, so a connection whose client left
     # can be closed once the broker has answered what was released.
@@ -88,6 +98,7 @@ class KafkaStallProxy:
         self._tasks: set[asyncio.Task[None]] = set()
         self._holding = False
         self._held_produce_requests = 0
+        self._hold_seq = 0
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -133,12 +144,13 @@ class KafkaStallProxy:
     # -- control (from any thread) -----------------------------------------
 
     def hold_produce(self) -> None:
-        """From now on, hold each connection from its first Produce request on."""
+        """From now on, hold each connection from its first Produce (or InitProducerId,
+        the epoch bump that would fence a held Produce) request on."""
         self._call(self._set_holding(True))
 
     def release(self) -> None:
         """Forward everything held, in each connection's order, and stop holding."""
-        self._call(self._release())
+        self._call(self._release(), LOOP_CALL_TIMEOUT_S + 4 * RELEASE_ANSWER_WAIT_S)
 
     @property
     def held_produce_requests(self) -> int:
@@ -174,19 +186,24 @@ class KafkaStallProxy:
         self._holding = holding
 
     async def _release(self) -> None:
+        """Connections in the order they started holding, each answered before the next:
+        the oldest Produce reaches the broker before a newer connection's epoch bump."""
         self._holding = False
-        for conn in list(self._connections):
+        for conn in sorted(self._connections, key=lambda c: (not c.held, c.held_since)):
             frames, conn.held, conn.holding = conn.held, [], False
             # No await between these writes and clearing `holding`: frames read
             # later on this connection are written after the released ones.
             for frame in frames:
                 conn.forward(frame)
-            if frames and conn.client_gone:
+            if not frames:
+                continue
+            if conn.client_gone:
                 self._spawn(self._close_when_answered(conn))
-        self._held_produce_requests = 0
-        for conn in list(self._connections):
             with contextlib.suppress(ConnectionError):
                 await conn.upstream.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.answered.wait(), RELEASE_ANSWER_WAIT_S)
+        self._held_produce_requests = 0
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self._loop.create_task(coro)
@@ -216,10 +233,12 @@ class KafkaStallProxy:
                 (size,) = _SIZE.unpack(size_bytes)
                 body = await reader.readexactly(size)
                 frame = size_bytes + body
-                is_produce = size >= _API_KEY.size and _API_KEY.unpack_from(body)[0] == (
-                    PRODUCE_API_KEY
-                )
-                if conn.holding or (self._holding and is_produce):
+                api_key = _API_KEY.unpack_from(body)[0] if size >= _API_KEY.size else -1
+                is_produce = api_key == PRODUCE_API_KEY
+                if conn.holding or (self._holding and api_key in HELD_API_KEYS):
+                    if not conn.holding:
+                        self._hold_seq += 1
+                        conn.held_since = self._hold_seq
                     conn.holding = True
                     conn.held.append(frame)
                     if is_produce:

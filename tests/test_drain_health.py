@@ -18,6 +18,7 @@ import pytest
 from flashgate.stack.ports import free_port, wait_for_port
 from order_consumer.health import ConsumerHealth
 from order_consumer.health_server import HealthServer
+from order_consumer.worker import DrainCounters
 from tests.services import START_TIMEOUT_S, ServiceEnv, Services, wait_until
 
 PARTITIONS = 6
@@ -69,6 +70,7 @@ def test_listener_answers_probes_and_refuses_the_rest() -> None:
 
     async def scenario() -> list[tuple[int, bytes]]:
         server = HealthServer(health, host="127.0.0.1", port=port)
+        server.count(DrainCounters(delivered=7, dead_lettered=2, fenced=1))
         await server.start()
         try:
             answers = [await _raw(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")]
@@ -89,6 +91,8 @@ def test_listener_answers_probes_and_refuses_the_rest() -> None:
     assert [status for status, _ in answers] == [503, 200, 503, 405, 404, 200, 0]
     assert b"flashgate_consumer_poll_age_seconds 31.0" in answers[5][1]
     assert b"flashgate_consumer_assigned_partitions 1.0" in answers[5][1]
+    assert b"flashgate_drain_delivered_total 7.0" in answers[5][1]
+    assert b"flashgate_drain_fenced_total 1.0" in answers[5][1]
 
 
 async def _raw(port: int, request: bytes) -> tuple[int, bytes]:

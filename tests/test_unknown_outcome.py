@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ FAST_SETTLING = {
     "FLASHGATE_GATEWAY_REAPER_INTERVAL_S": "0.5",
 }
 SETTLE_TIMEOUT_S = 90.0
+WARM_UP_USER = "warm-up"
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,7 @@ def stack(
         group_id=f"drain-{suffix}",
     )
     env.variables.update(FAST_SETTLING)
+    env.variables["FLASHGATE_DRAIN_HEALTH_PORT"] = str(free_port())
     env.create_topics()
     services = Services(env)
     try:
@@ -96,6 +99,16 @@ async def _statuses(services: Services, order_ids: list[str]) -> dict[str, tuple
     }
 
 
+async def _warm_up(services: Services, url: str) -> None:
+    """One order through the gateway before anything is held: its producer then has its
+    idempotent producer id, so holding the epoch bump (InitProducerId) cannot also hold
+    the first id request and keep the held order from ever being sent."""
+    sale_id = _sale(services, {"W": 1})
+    async with Client(url) as client:
+        answer = await client.order(sale_id=sale_id, sku="W", user_id=WARM_UP_USER)
+    assert answer.status == 202, answer
+
+
 def _settled(services: Services, sale_id: str) -> bool:
     """No reservation left open: every order is confirmed or its units returned."""
     report = _report(services, sale_id)
@@ -105,9 +118,10 @@ def _settled(services: Services, sale_id: str) -> bool:
 
 
 def _stored(services: Services) -> dict[str, str]:
-    """order_id -> user_id of what the backend stored."""
+    """order_id -> user_id of what the backend stored (warm-up orders left out)."""
     db = services.env.root / "backend.sqlite3"
-    return dict(backend_rows(db)) if db.exists() else {}
+    rows = backend_rows(db) if db.exists() else []
+    return {order_id: user for order_id, user in rows if user != WARM_UP_USER}
 
 
 def test_broker_paused_past_the_produce_timeout_oversells_nothing(
@@ -191,9 +205,11 @@ def test_a_record_written_after_the_reapers_look_is_fenced(
     first_key = {"Idempotency-Key": "late-record-1"}
 
     async def scenario() -> tuple[Answer, dict[str, tuple[Any, Any]], Answer, Answer]:
+        await _warm_up(services, env.gateway_url)
         async with Client(env.gateway_url) as client:
             proxy.hold_produce()
             first = await client.order(headers=first_key, sale_id=sale_id, user_id="first")
+            assert proxy.held_produce_requests >= 1, "the order's Produce was never sent"
             order_id = str(first.body.get("order_id"))
 
             async def settled_absent() -> bool:
@@ -232,6 +248,10 @@ def test_a_record_written_after_the_reapers_look_is_fenced(
     report = _report(services, sale_id)
     assert report["skus"]["A"] == {"loaded": 1, "remaining": 0, "reserved": 0, "accepted": 1}
     assert report["fenced_orders"] == 1
+    metrics = urllib.request.urlopen(
+        f"http://127.0.0.1:{env.variables['FLASHGATE_DRAIN_HEALTH_PORT']}/metrics", timeout=5
+    ).read()
+    assert b"flashgate_drain_fenced_total 1.0" in metrics
     assert asyncio.run(_statuses(services, [first_id])) == {first_id: ("failed", "not_stored")}
 
 
@@ -253,6 +273,7 @@ def test_a_retry_after_the_reaper_confirmed_its_order_is_charged_once(
     )
 
     async def killed_mid_produce(url: str) -> None:
+        await _warm_up(services, url)
         async with Client(url) as client:
             proxy.hold_produce()
             pending = asyncio.create_task(
