@@ -1,8 +1,8 @@
 """Offline checks of the deploy files, shared by the tests/test_deploy_*.py modules.
 
 - Kubernetes objects are validated against the strict JSON schemas that the
-  `kubernetes-validate` package ships (no cluster, no network), Strimzi's
-  custom resources against the schemas in deploy/k8s/schemas/.
+  `kubernetes-validate` package ships (no cluster, no network), custom resources
+  (Strimzi's, the Prometheus Operator's) against the schemas in deploy/k8s/schemas/.
 - Kustomize overlays are rendered by `kustomize build`, or `kubectl kustomize`
   (kubectl embeds kustomize), whichever is installed.
 - The compose file is validated against the Compose Specification schema that
@@ -104,7 +104,8 @@ def _schema_for(manifest: Manifest) -> dict[str, Any]:
     api_version: str = manifest["apiVersion"]
     kind: str = manifest["kind"]
     group, _, version = api_version.rpartition("/")
-    if group.endswith("strimzi.io"):
+    # Custom resources (Strimzi's; the Prometheus Operator's) have their schemas here.
+    if group and (STRIMZI_SCHEMAS / group).is_dir():
         path = STRIMZI_SCHEMAS / group / f"{kind.lower()}_{version}.json"
     else:
         # kubernetes-validate's naming: apps/v1 -> apps-v1, policy/v1 -> policy-v1, v1 -> v1.

@@ -2,7 +2,8 @@
 
 deploy/compose/prometheus/alerts_test.yml gives every alert a case where it fires
 on its condition and one where it stays quiet; this module checks that it does
-for every alert in alerts.yml, then runs it with Debian's promtool.
+for every alert in alerts.yml, then runs it with Debian's promtool. The
+PrometheusRule of deploy/k8s/monitoring must carry the same groups.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from typing import Any
 
 import yaml
 
+from tests.deploy_support import K8S
 from tests.prometheus_support import ALERTS, ALERTS_TEST, tool
 
 PROMTOOL_TIMEOUT_S = 60
+PROMETHEUS_RULE = K8S / "monitoring" / "prometheus-rules.yaml"
 
 
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
@@ -51,3 +54,11 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
 def test_promtool_unit_tests_of_every_alert_pass() -> None:
     result = _promtool("test", "rules", ALERTS_TEST.name)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_kubernetes_prometheus_rule_carries_the_same_groups() -> None:
+    rule = yaml.safe_load(PROMETHEUS_RULE.read_text())
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"], (
+        f"copy the groups of {ALERTS.name} into {PROMETHEUS_RULE}"
+    )
