@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 
 from flashgate.stack.debian import find_command
-from flashgate.stack.ports import free_port, wait_for_port
+from flashgate.stack.ports import free_port
 from flashgate.stack.process import ManagedProcess
 from tests.deploy_support import COMPOSE_DIR
+from tests.services import wait_until
 
 ALERTS = COMPOSE_DIR / "prometheus" / "alerts.yml"
 ALERTS_TEST = COMPOSE_DIR / "prometheus" / "alerts_test.yml"
@@ -62,13 +63,21 @@ def running_prometheus(root: Path, targets: list[str], *, interval_s: float) -> 
     )
     process.start()
     try:
-        try:
-            wait_for_port("prometheus", "127.0.0.1", port, START_TIMEOUT_S)
-        except Exception as exc:
-            raise RuntimeError(f"prometheus did not start:\n{process.log_tail(40)}") from exc
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        # The port opens before the storage is; the API answers 503 until /-/ready does not.
+        if not wait_until(lambda: _ready(url), START_TIMEOUT_S):
+            raise RuntimeError(f"prometheus did not get ready:\n{process.log_tail(40)}")
+        yield url
     finally:
         process.stop(timeout_s=10)
+
+
+def _ready(base_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base_url}/-/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
 
 
 def api(base_url: str, path: str) -> Any:

@@ -108,6 +108,7 @@ def test_prometheus_scrapes_the_gateway_and_the_drain_state(stack: Stack) -> Non
     assert _drain_alerts(stack) == []
 
 
+@pytest.mark.timeout(FIRING_DEADLINE_S + 60)
 def test_a_paused_drain_with_a_backlog_fires_the_retention_alert(stack: Stack) -> None:
     env = stack.env
     group = env.variables["FLASHGATE_DRAIN_GROUP_ID"]
