@@ -139,6 +139,8 @@ def pool(
     # Both gateways must accept the same admin token; one generated file would race.
     env.variables["FLASHGATE_ADMIN_TOKEN"] = uuid.uuid4().hex
     client = redis.Redis.from_url(redis_server.url)
+    # The flaky gateway logs in as its own Redis user: taking PING from that user
+    # fails this gateway's readiness and nothing else.
     user, password = f"gw-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     client.acl_setuser(
         user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
