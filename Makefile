@@ -28,10 +28,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Test tools: Chromium for the ops page test; kustomize for the deploy tests when
+# Test tools: Chromium for the ops page test; Debian's prometheus (promtool too) and
+# haproxy for the deploy tests that run the shipped rules and proxy configuration
+# (installed without starting their services); kustomize for the deploy tests when
 # neither kustomize nor kubectl (which embeds it) is on the machine.
 test-tools: $(STAMP)
-	$(BIN)/flashgate prepare --tools chromium
+	$(BIN)/flashgate prepare --tools chromium prometheus promtool haproxy
 	@command -v kustomize >/dev/null || command -v kubectl >/dev/null || test -x .cache/bin/kustomize || \
 	  GOBIN=$(CURDIR)/.cache/bin go install sigs.k8s.io/kustomize/kustomize/v5@v5.5.0
 

@@ -23,7 +23,15 @@ def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
     return run_local_stack(settings)
 
 
-TOOLS = {"wrk": "wrk", "chromium": "chromium"}
+# command -> Debian package. promtool comes with prometheus; tests run both
+# against the shipped rules, and haproxy with the shipped proxy configuration.
+TOOLS = {
+    "wrk": "wrk",
+    "chromium": "chromium",
+    "promtool": "prometheus",
+    "prometheus": "prometheus",
+    "haproxy": "haproxy",
+}
 
 
 def cmd_prepare(args: argparse.Namespace, settings: Settings) -> int:

@@ -35,6 +35,7 @@ from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import RedisSettings, Settings
 from gateway.auth import BearerAuth
 from gateway.context import GatewayContext
+from gateway.drain_metrics import DrainGauges
 from gateway.header_limit import HeaderLimit
 from gateway.health import ReadinessProbe, healthz, readyz
 from gateway.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
@@ -71,6 +72,8 @@ def create_gateway_redis(settings: RedisSettings) -> Redis:
 def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> Starlette:
     """The public API. `sold_out` is shared with the admin listener of the same process."""
     metrics = GatewayMetrics()
+    drain_gauges = DrainGauges(settings)
+    metrics.registry.register(drain_gauges)
     sold_out_cache = sold_out or SoldOutCache(settings.gateway.sold_out_cache_ms / 1000)
 
     @asynccontextmanager
@@ -183,4 +186,5 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.drain_gauges = drain_gauges
     return app

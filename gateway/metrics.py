@@ -9,6 +9,9 @@
 - `flashgate_gateway_fenced_acks_total`: Kafka acknowledgements that came after the
   reaper had settled their order "not stored" (their record is fenced by the drain;
   needs clocks wrong by more than the reaper's slack: should stay 0)
+- `flashgate_gateway_ready`: 1 when this replica's /readyz passes (Kafka and Redis reachable),
+  so alerts count ready replicas without asking the proxy or the platform
+- `flashgate_drain_*`: the drain group's state (`gateway.drain_metrics`)
 
 The two per-request counters are plain dicts of ints exported by a collector at
 scrape time: prometheus-client's counters take a lock on every increment, and
@@ -90,6 +93,13 @@ class GatewayMetrics:
             buckets=PRODUCE_BUCKETS_S,
             registry=self.registry,
         )
+        self.ready = 0.0
+        ready = Gauge(
+            "flashgate_gateway_ready",
+            "1 when /readyz passes (Kafka and Redis reachable)",
+            registry=self.registry,
+        )
+        ready.set_function(lambda: self.ready)
         self.admit_seconds = redis_seconds.labels("admit")
         self.settle_seconds = redis_seconds.labels("settle")
 
@@ -148,4 +158,8 @@ class MetricsMiddleware:
 
 async def metrics_endpoint(request: Request) -> Response:
     metrics: GatewayMetrics = request.app.state.metrics
+    # Both are read per scrape: the readiness probe caches its answer for a second,
+    # and the drain's state is one HGETALL per scrape of each replica.
+    metrics.ready = 1.0 if all((await request.app.state.readiness.check()).values()) else 0.0
+    await request.app.state.drain_gauges.refresh(request.app.state.context.redis)
     return Response(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

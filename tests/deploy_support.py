@@ -105,6 +105,7 @@ def _schema_for(manifest: Manifest) -> dict[str, Any]:
     api_version: str = manifest["apiVersion"]
     kind: str = manifest["kind"]
     group, _, version = api_version.rpartition("/")
+    # Custom resources (Strimzi's; the Prometheus Operator's) have their schemas here.
     if group and (CRD_SCHEMAS / group).is_dir():
         path = CRD_SCHEMAS / group / f"{kind.lower()}_{version}.json"
     else:

@@ -124,8 +124,10 @@ def test_dockerignore_keeps_the_context_small() -> None:
 
 
 def test_every_flashgate_metric_the_alerts_and_dashboard_read_is_exported() -> None:
-    # A renamed metric in gateway/metrics.py must not leave an alert watching nothing.
-    exported = (REPO / "gateway" / "metrics.py").read_text()
+    # A renamed metric in the gateway must not leave an alert watching nothing.
+    exported = "".join(
+        (REPO / "gateway" / name).read_text() for name in ("metrics.py", "drain_metrics.py")
+    )
     texts = [
         (COMPOSE_DIR / "prometheus" / "alerts.yml").read_text(),
         (COMPOSE_DIR / "grafana" / "dashboards" / "flashgate.json").read_text(),
@@ -134,4 +136,32 @@ def test_every_flashgate_metric_the_alerts_and_dashboard_read_is_exported() -> N
     assert used
     for name in used:
         base = re.sub(r"_(total|bucket|sum|count)$", "", name)
-        assert f'"{base}"' in exported, f"{name} is not exported by gateway/metrics.py"
+        assert f'"{base}"' in exported, f"{name} is not exported by the gateway"
+
+
+def test_only_the_public_api_is_published_beyond_the_loopback(compose: Manifest) -> None:
+    # Compose honours a host address on a published port (Swarm would not: the
+    # file says it is for Compose only).
+    assert "Compose only, not Swarm" in COMPOSE_FILE.read_text()
+    for name, service in _services(compose).items():
+        for port in service.get("ports", []):
+            if port != "8080:8080":
+                assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port}"
+
+
+def test_grafana_has_no_default_password(compose: Manifest) -> None:
+    grafana = _services(compose)["grafana"]
+    environment = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in environment
+    assert environment["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana-admin-password"
+    assert grafana["secrets"] == ["grafana-admin-password"]
+    secret = compose["secrets"]["grafana-admin-password"]["file"]
+    assert secret.startswith("./secrets/")
+    assert (COMPOSE_DIR / "secrets" / ".gitignore").read_text().splitlines()[1] == "*"
+
+
+def test_haproxy_retries_elsewhere_and_keeps_internals_inside() -> None:
+    haproxy = (COMPOSE_DIR / "haproxy" / "haproxy.cfg").read_text()
+    assert re.search(r"^\s*option redispatch\b", haproxy, re.M)
+    assert re.search(r"^\s*retry-on .*\bconn-failure\b", haproxy, re.M)
+    assert "http-request deny deny_status 404 unless { path_beg /v1/ }" in haproxy

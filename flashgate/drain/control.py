@@ -19,6 +19,8 @@ class DrainOverride(msgspec.Struct, frozen=True):
     rate: float | None = None
     paused: bool = False
     updated_at: float | None = None
+    # When the current pause began (None while running): how long orders have been held.
+    paused_at: float | None = None
 
 
 class DrainControl:
@@ -30,10 +32,13 @@ class DrainControl:
         raw = {as_text(k): as_text(v) for k, v in (await self._redis.hgetall(self._key)).items()}
         rate = raw.get("rate")
         updated = raw.get("updated_at")
+        paused = raw.get("paused") == "1"
+        paused_at = raw.get("paused_at")
         return DrainOverride(
             rate=float(rate) if rate not in (None, "") else None,
-            paused=raw.get("paused") == "1",
+            paused=paused,
             updated_at=float(updated) if updated else None,
+            paused_at=float(paused_at) if paused and paused_at else None,
         )
 
     async def set_rate(self, rate: float | None) -> DrainOverride:
@@ -50,7 +55,13 @@ class DrainControl:
         return await self.get()
 
     async def set_paused(self, paused: bool) -> DrainOverride:
-        await self._redis.hset(
-            self._key, mapping={"paused": "1" if paused else "0", "updated_at": repr(time.time())}
-        )
+        """Hold or release the drain; pausing again keeps the first pause's start."""
+        now = repr(time.time())
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._key, mapping={"paused": "1" if paused else "0", "updated_at": now})
+            if paused:
+                pipe.hsetnx(self._key, "paused_at", now)
+            else:
+                pipe.hdel(self._key, "paused_at")
+            await pipe.execute()
         return await self.get()

@@ -1,0 +1,95 @@
+"""The drain's state as gauges on the gateway's `/metrics`, read from Redis at scrape time.
+
+Consumers have no HTTP port: they publish their progress to Redis
+(`flashgate.drain.progress`), and every gateway replica exports the same
+group-wide values, so alerts aggregate them with `max by (group)`.
+
+- `flashgate_drain_backlog_orders{group}`: orders in Kafka not yet delivered
+- `flashgate_drain_effective_rate_per_second{group}`: the rate the drain may use now (0 paused)
+- `flashgate_drain_resume_rate_per_second{group}`: the rate without pause and adaptive
+  back-off (schedule ceiling, or ops' override below it): what a resumed drain runs at
+- `flashgate_drain_delivered_per_second{group}`: what the consumers deliver now
+- `flashgate_drain_paused{group}`: 1 while ops hold the drain
+- `flashgate_drain_paused_seconds{group}`: how long the current pause has lasted (only
+  while paused): the orders waiting since before it are at least that old
+- `flashgate_drain_consumers{group}`: consumers reporting in the last few seconds
+- `flashgate_drain_retention_seconds{group}`: retention of the topic the group drains
+  (from the settings, which create the topic and match the KafkaTopic on Kubernetes)
+
+No sample is exported while Redis cannot be read: a stale backlog would keep an
+alert quiet, and the gateway's own readiness already reports Redis down.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from flashgate.drain import progress
+from flashgate.drain.control import DrainControl
+from flashgate.settings import Settings
+
+
+class DrainGauges:
+    """A prometheus-client collector refreshed by `refresh()` before each scrape renders."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._group = settings.drain.group_id
+        self._configured_rate = settings.drain.rate_per_s
+        self._retention_s = settings.kafka.retention_ms / 1000
+        self._values: dict[str, float] = {}
+
+    async def refresh(self, redis: Redis) -> None:
+        try:
+            override = await DrainControl(redis, self._group).get()
+            state = await progress.read(redis, self._group)
+        except (RedisError, OSError):
+            self._values = {}
+            return
+        reporting = state is not None and state.consumers > 0
+        configured = self._configured_rate
+        if state is not None and state.configured_rate is not None:
+            configured = state.configured_rate
+        resume = configured if override.rate is None else min(configured, override.rate)
+        if state is not None and reporting:
+            effective = state.effective_rate
+        else:
+            effective = 0.0 if override.paused else resume
+        self._values = {
+            "flashgate_drain_backlog_orders": float(state.backlog if state is not None else 0),
+            "flashgate_drain_effective_rate_per_second": effective,
+            "flashgate_drain_resume_rate_per_second": resume,
+            "flashgate_drain_delivered_per_second": state.delivered_per_second
+            if state is not None
+            else 0.0,
+            "flashgate_drain_paused": 1.0 if override.paused else 0.0,
+            "flashgate_drain_consumers": float(state.consumers if state is not None else 0),
+            "flashgate_drain_retention_seconds": self._retention_s,
+        }
+        if override.paused_at is not None:
+            paused_s = max(0.0, time.time() - override.paused_at)
+            self._values["flashgate_drain_paused_seconds"] = paused_s
+
+    def collect(self) -> Iterator[Metric]:
+        for name, value in self._values.items():
+            if math.isfinite(value):
+                gauge = GaugeMetricFamily(name, _HELP[name], labels=["group"])
+                gauge.add_metric([self._group], value)
+                yield gauge
+
+
+_HELP = {
+    "flashgate_drain_backlog_orders": "Orders in Kafka not yet delivered to the backend",
+    "flashgate_drain_effective_rate_per_second": "Orders/s the drain may deliver now (0 paused)",
+    "flashgate_drain_resume_rate_per_second": "Orders/s without pause and adaptive back-off",
+    "flashgate_drain_delivered_per_second": "Orders/s the consumers deliver now",
+    "flashgate_drain_paused": "1 while ops hold the drain",
+    "flashgate_drain_paused_seconds": "How long the current pause has lasted",
+    "flashgate_drain_consumers": "Consumers that reported in the last few seconds",
+    "flashgate_drain_retention_seconds": "Retention of the orders topic the group drains",
+}

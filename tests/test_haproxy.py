@@ -1,0 +1,222 @@
+"""Debian's haproxy with the shipped configuration in front of two real gateways.
+
+Both gateways run on the session's Kafka and Redis; haproxy runs
+deploy/compose/haproxy/haproxy.cfg with its addresses moved to the loopback
+(tests/haproxy_support.py says exactly how). Checked: orders spread over both;
+only the public API passes the proxy; a gateway whose /readyz fails leaves the pool
+(Redis refuses the PING of its readiness check: the gateway logs in as its own Redis
+user, which loses that one command, so no other client and none of its connections
+is disturbed); and a gateway stopped with
+SIGTERM in the middle of a load loses no request: every order sent gets a 202, none a
+connection error or a 5xx, thanks to redispatch and the retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from flashgate.stack.kafka_broker import KafkaBroker
+from flashgate.stack.ports import free_port
+from flashgate.stack.process import ManagedProcess
+from flashgate.stack.redis_server import RedisServer
+from tests.gateway_client import OPEN_RATES, new_env
+from tests.haproxy_support import Proxy, running_haproxy
+from tests.services import ServiceEnv, Services, load_sale, wait_until
+
+pytestmark = pytest.mark.e2e
+
+STOCK = 5_000
+LOAD_ORDERS = 600
+LOAD_CONCURRENCY = 20
+# haproxy checks every 2 s and needs 2 results to change a server's state.
+POOL_CHANGE_TIMEOUT_S = 20.0
+HTTP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Gateway:
+    process: ManagedProcess
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@dataclass
+class Pool:
+    env: ServiceEnv
+    proxy: Proxy
+    steady: Gateway
+    flaky: Gateway
+    redis: redis.Redis
+    flaky_user: str
+
+
+def _http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _samples(url: str, name: str) -> list[tuple[dict[str, str], float]]:
+    status, text = _http_get(f"{url}/metrics")
+    assert status == 200, text
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+
+
+def _active_servers(proxy: Proxy) -> float:
+    """haproxy's own count of servers passing their checks in the public backend."""
+    samples = _samples(proxy.url("stats"), "haproxy_backend_active_servers")
+    return sum(value for labels, value in samples if labels.get("proxy") == "gateways")
+
+
+def _orders_answered(gateway: Gateway) -> float:
+    samples = _samples(gateway.url, "flashgate_gateway_requests_total")
+    return sum(value for labels, value in samples if labels["route"] == "/v1/orders")
+
+
+def _order() -> dict[str, Any]:
+    return {"sale_id": "s", "sku": "A", "quantity": 1, "user_id": f"u-{uuid.uuid4().hex[:12]}"}
+
+
+async def _send_orders(
+    url: str, count: int, *, after: tuple[int, Callable[[], None]] | None = None
+) -> list[str]:
+    """POST `count` orders with Idempotency-Keys; each outcome is a status or an error name.
+
+    `after=(n, action)` runs `action` once `n` answers have come back, mid-load.
+    """
+    outcomes: list[str] = []
+    queue = list(range(count))
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def worker() -> None:
+            while queue:
+                queue.pop()
+                headers = {"Idempotency-Key": uuid.uuid4().hex}
+                try:
+                    async with session.post(url, json=_order(), headers=headers) as response:
+                        await response.read()
+                        outcomes.append(str(response.status))
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    outcomes.append(type(exc).__name__)
+                if after is not None and len(outcomes) == after[0]:
+                    after[1]()
+
+        await asyncio.gather(*(worker() for _ in range(LOAD_CONCURRENCY)))
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def pool(
+    kafka_broker: KafkaBroker,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pool]:
+    root = tmp_path_factory.mktemp("haproxy")
+    env = new_env(kafka_broker, redis_server, root)
+    # Both gateways must accept the same admin token; one generated file would race.
+    env.variables["FLASHGATE_ADMIN_TOKEN"] = uuid.uuid4().hex
+    client = redis.Redis.from_url(redis_server.url)
+    # The flaky gateway logs in as its own Redis user: taking PING from that user
+    # fails this gateway's readiness and nothing else.
+    user, password = f"gw-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    client.acl_setuser(
+        user, enabled=True, passwords=[f"+{password}"], keys=["*"], channels=["*"],
+        commands=["+@all"],
+    )  # fmt: skip
+    flaky_port, flaky_admin = free_port(), free_port()
+    services = Services(env)
+    try:
+        steady_port = int(env.variables["FLASHGATE_GATEWAY_PORT"])
+        steady = Gateway(services.start_gateway(), steady_port)
+        flaky = Gateway(
+            services.start_gateway(
+                FLASHGATE_GATEWAY_PORT=str(flaky_port),
+                FLASHGATE_ADMIN_PORT=str(flaky_admin),
+                FLASHGATE_REDIS_URL=f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/0",
+            ),
+            flaky_port,
+        )
+        load_sale(env, "s", {"stock": {"A": STOCK}, "rates": OPEN_RATES})
+        admin_ports = [int(env.variables["FLASHGATE_ADMIN_PORT"]), flaky_admin]
+        servers = {"gateways": [steady_port, flaky_port], "gateway_admin": admin_ports}
+        with running_haproxy(root / "haproxy", servers) as proxy:
+            assert wait_until(lambda: _active_servers(proxy) == 2, POOL_CHANGE_TIMEOUT_S)
+            yield Pool(env, proxy, steady, flaky, client, user)
+    finally:
+        services.stop_all()
+        try:
+            client.acl_deluser(user)
+            client.flushdb()
+        finally:
+            client.close()
+
+
+def test_orders_spread_over_both_gateways(pool: Pool) -> None:
+    before = [_orders_answered(pool.steady), _orders_answered(pool.flaky)]
+    outcomes = asyncio.run(_send_orders(f"{pool.proxy.url('public')}/v1/orders", 100))
+    assert outcomes == ["202"] * 100
+    after = [_orders_answered(pool.steady), _orders_answered(pool.flaky)]
+    served = [a - b for a, b in zip(after, before, strict=True)]
+    assert sum(served) == 100
+    # leastconn favours whichever replica answers faster at the moment: both must
+    # take a share, not an equal one.
+    assert min(served) >= 5, f"one gateway took (almost) everything: {served}"
+
+
+def test_only_the_public_api_passes_the_proxy(pool: Pool) -> None:
+    public = pool.proxy.url("public")
+    for path in ("/metrics", "/%6detrics", "/readyz", "/openapi.json", "/admin/v1/drain"):
+        assert _http_get(f"{public}{path}")[0] == 404, path
+    # The admin frontend reaches the admin API, which still wants its token.
+    assert _http_get(f"{pool.proxy.url('admin')}/admin/v1/drain")[0] == 401
+
+
+def test_a_gateway_failing_readiness_leaves_the_pool(pool: Pool) -> None:
+    pool.redis.acl_setuser(pool.flaky_user, enabled=True, commands=["-ping"])
+    try:
+        assert _http_get(f"{pool.flaky.url}/readyz")[0] == 503 or wait_until(
+            lambda: _http_get(f"{pool.flaky.url}/readyz")[0] == 503, 5
+        )
+        assert wait_until(lambda: _active_servers(pool.proxy) == 1, POOL_CHANGE_TIMEOUT_S)
+        before = _orders_answered(pool.flaky)
+        outcomes = asyncio.run(_send_orders(f"{pool.proxy.url('public')}/v1/orders", 50))
+        assert outcomes == ["202"] * 50
+        assert _orders_answered(pool.flaky) == before, "an order went to the unready gateway"
+    finally:
+        pool.redis.acl_setuser(pool.flaky_user, enabled=True, commands=["+ping"])
+    assert wait_until(lambda: _active_servers(pool.proxy) == 2, POOL_CHANGE_TIMEOUT_S)
+
+
+def test_a_gateway_stopped_mid_load_loses_no_order(pool: Pool) -> None:
+    def stop_flaky() -> None:
+        pool.flaky.process.send(signal.SIGTERM)
+
+    url = f"{pool.proxy.url('public')}/v1/orders"
+    outcomes = asyncio.run(_send_orders(url, LOAD_ORDERS, after=(LOAD_ORDERS // 3, stop_flaky)))
+    assert pool.flaky.process.wait(30) == 0, pool.flaky.process.log_tail(40)
+    failures = {outcome for outcome in outcomes if outcome != "202"}
+    assert not failures, f"{len([o for o in outcomes if o != '202'])} orders failed: {failures}"
+    assert len(outcomes) == LOAD_ORDERS
