@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from typing import ClassVar
 
 from confluent_kafka import KafkaError
 
@@ -51,6 +52,11 @@ def _steady(text: str) -> str:
 class KafkaConnection:
     """Error callback and logger for one librdkafka client (see the module docstring)."""
 
+    # Causes already logged by some client of this process: a process has several
+    # clients (producer, admin, readers) meeting the same refusal, one line says it.
+    _announced: ClassVar[set[str]] = set()
+    _announced_lock: ClassVar[threading.Lock] = threading.Lock()
+
     def __init__(self, client: str, security_protocol: str) -> None:
         self.client = client
         self._protocol = security_protocol
@@ -75,7 +81,10 @@ class KafkaConnection:
         code = err.code()
         text = _steady(err.str())
         if code in SECURITY_CODES or (code == KafkaError._TRANSPORT and "SSL" in text):
-            self._set(security=text)
+            # Retries of one failure word it differently ("SSL handshake failed: ..."
+            # then "error:...:certificate verify failed"): the first wording stays.
+            if self._security_cause is None:
+                self._set(security=text)
         elif self._security_cause is None:
             self._set(other=f"{text} ({err.name()})")
 
@@ -87,7 +96,11 @@ class KafkaConnection:
             with self._lock:
                 self._first_request_closes += 1
                 closes = self._first_request_closes
-            if closes >= MISMATCH_AFTER and self._protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+            if (
+                closes >= MISMATCH_AFTER
+                and self._security_cause is None
+                and self._protocol in ("PLAINTEXT", "SASL_PLAINTEXT")
+            ):
                 self._set(
                     security="the broker closes every connection before answering: "
                     f"kafka.security_protocol is {self._protocol}; a TLS listener "
@@ -109,7 +122,11 @@ class KafkaConnection:
             self._first_request_closes = 0
             self.ever_connected = True
         if was is not None:
-            log.info("%s: Kafka reachable again", self.client)
+            with self._announced_lock:
+                known = was in self._announced
+                self._announced.discard(was)
+            if known:
+                log.info("%s: Kafka reachable again", self.client)
 
     def _set(self, *, security: str | None = None, other: str | None = None) -> None:
         with self._lock:
@@ -119,8 +136,13 @@ class KafkaConnection:
             else:
                 self._other_cause = other
             after = self._security_cause or self._other_cause
-        if after != before:
-            if security is not None:
-                log.error("%s: Kafka refuses the connection: %s", self.client, after)
-            else:
-                log.warning("%s: Kafka: %s", self.client, after)
+        if after is None or after == before:
+            return
+        with self._announced_lock:
+            if after in self._announced:
+                return
+            self._announced.add(after)
+        if security is not None:
+            log.error("%s: Kafka refuses the connection: %s", self.client, after)
+        else:
+            log.warning("%s: Kafka: %s", self.client, after)

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import msgspec
+
+from flashgate.secret import Secret
+from flashgate.settings import KafkaSettings
 from flashgate.stack.kafka_tls import TlsMaterial, new_password, write_secret_file
 
 Mode = Literal["sasl_ssl", "mtls"]
@@ -119,6 +123,26 @@ class BrokerSecurity:
                 }
             )
         return variables
+
+    def kafka_settings(self, kafka: KafkaSettings) -> KafkaSettings:
+        """`kafka` connecting to this listener, as `client_variables` say."""
+        if self.mode == "sasl_ssl":
+            return msgspec.structs.replace(
+                kafka,
+                security_protocol="SASL_SSL",
+                sasl_mechanism=MECHANISM,
+                sasl_username=CLIENT_USER,
+                sasl_password=Secret(),
+                sasl_password_file=str(self.password_file),
+                ssl_ca_location=str(self.tls.ca_cert),
+            )
+        return msgspec.structs.replace(
+            kafka,
+            security_protocol="SSL",
+            ssl_ca_location=str(self.tls.ca_cert),
+            ssl_certificate_location=str(self.tls.client_cert),
+            ssl_key_location=str(self.tls.client_key),
+        )
 
     def describe(self) -> str:
         """Where a user's own client (kcat, a script) finds what it needs: paths, no secret."""
