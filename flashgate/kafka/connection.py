@@ -35,6 +35,9 @@ SECURITY_CODES = frozenset(
         -181,  # _SSL
     }
 )
+# A transport error that is a TLS refusal (an alert, a failed verification) rather than
+# a TLS connection that merely dropped.
+TLS_FAILURE_MARKS = ("SSL routines", "certificate", "handshake")
 # Disconnects before the first answer that make a protocol mismatch the likely cause:
 # one can be a broker shutting down, several in a row are not.
 MISMATCH_AFTER = 3
@@ -80,7 +83,9 @@ class KafkaConnection:
         """librdkafka's `error_cb`."""
         code = err.code()
         text = _steady(err.str())
-        if code in SECURITY_CODES or (code == KafkaError._TRANSPORT and "SSL" in text):
+        if code in SECURITY_CODES or (
+            code == KafkaError._TRANSPORT and any(mark in text for mark in TLS_FAILURE_MARKS)
+        ):
             # Retries of one failure word it differently ("SSL handshake failed: ..."
             # then "error:...:certificate verify failed"): the first wording stays.
             if self._security_cause is None:
