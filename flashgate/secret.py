@@ -3,7 +3,8 @@
 Settings objects end up in log lines, error messages and debugger output; a
 `Secret` in them prints as `Secret('***')`. The value is read only where it
 is handed to a client library, through `reveal()`. msgspec has no encoder for
-this type, so a settings dump through msgspec fails rather than leaks.
+this type, so a settings dump through msgspec fails rather than leaks, unless
+it passes `enc_hook=mask_secret`, which writes the mask.
 """
 
 from __future__ import annotations
@@ -53,3 +54,10 @@ def decode_secret(kind: type, value: Any) -> Any:
             return Secret(value)
         raise TypeError(f"expected a string, got {type(value).__name__}")
     raise NotImplementedError(f"cannot decode {kind!r}")
+
+
+def mask_secret(value: Any) -> Any:
+    """msgspec `enc_hook` for a settings dump: a Secret is written as its mask."""
+    if isinstance(value, Secret):
+        return MASK if value else ""
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")

@@ -18,6 +18,7 @@ import msgspec
 import pytest
 import yaml
 
+from flashgate.secret import mask_secret
 from flashgate.settings import Settings, load_settings
 from flashgate.stack.kafka_jars import KAFKA_VERSION
 from tests.deploy_support import (
@@ -68,7 +69,7 @@ def _load(path: Any, env: dict[str, str]) -> Settings:
 
 
 def _without_addresses(settings: Settings) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(settings)
+    data: dict[str, Any] = msgspec.to_builtins(settings, enc_hook=mask_secret)
     for section, key in ADDRESSES:
         data[section].pop(key)
     return data

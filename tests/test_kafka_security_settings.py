@@ -16,7 +16,7 @@ from flashgate.errors import ConfigError
 from flashgate.kafka.config import admin_config, consumer_config, producer_config, reader_config
 from flashgate.kafka.connection import KafkaConnection
 from flashgate.kafka.security import security_properties
-from flashgate.secret import Secret
+from flashgate.secret import Secret, mask_secret
 from flashgate.settings import DrainSettings, KafkaSettings, load_settings
 from flashgate.stack.kafka_tls import TlsMaterial
 
@@ -178,6 +178,8 @@ def test_a_secret_never_shows(tmp_path: Path, tls: TlsMaterial) -> None:
     assert "Secret('***')" in repr(settings.kafka)
     with pytest.raises(TypeError):
         msgspec.json.encode(settings)
+    dumped = msgspec.json.encode(settings, enc_hook=mask_secret).decode()
+    assert PASSWORD not in dumped and '"sasl_password":"***"' in dumped
     assert settings.kafka.sasl_password.reveal() == PASSWORD
 
 
