@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
 import urllib.error
 import urllib.request
 import uuid
+from pathlib import Path
 from typing import Any
 
 from tests.gateway_client import OPEN_RATES, Client
@@ -63,6 +66,8 @@ def refused_clearly(services: Services, expected_cause: str) -> None:
         return status == 503 and expected_cause in body.get("causes", {}).get("kafka", "")
 
     assert wait_until(named, timeout_s=30), readiness(env.gateway_url)
+    assert consumer.pid is not None
+    started, cpu_before = time.monotonic(), _cpu_s(consumer.pid)
     _, body = readiness(env.gateway_url)
     assert body["checks"] == {"kafka": False, "redis": True}
 
@@ -84,6 +89,9 @@ def refused_clearly(services: Services, expected_cause: str) -> None:
         return REFUSED_LINE in consumer.log_path.read_text()
 
     assert wait_until(consumer_said_it, timeout_s=30), consumer.log_tail(20)
+    # A consumer that spins on the refusal burns a core; one that waits, next to nothing.
+    spent, elapsed = _cpu_s(consumer.pid) - cpu_before, time.monotonic() - started
+    assert spent < 0.2 + 0.25 * elapsed, f"consumer used {spent:.2f} s of CPU in {elapsed:.1f} s"
     # Seconds of retries by now (each answer above waited on Kafka's refusal): still one line.
     for process in (gateway, consumer):
         text = process.log_path.read_text()
@@ -91,3 +99,9 @@ def refused_clearly(services: Services, expected_cause: str) -> None:
         assert expected_cause in text
         assert "Traceback" not in text, text[-3000:]
         assert process.running(), f"{process.name} exited: {process.log_tail(20)}"
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
