@@ -126,7 +126,6 @@ def test_mutual_tls(tmp_path: Path, tls: TlsMaterial) -> None:
         ({"FLASHGATE_KAFKA_SASL_PASSWORD": ""}, "sasl_password or sasl_password_file"),
         ({"FLASHGATE_KAFKA_SASL_PASSWORD_FILE": "/nonexistent"}, "not both"),
         ({"FLASHGATE_KAFKA_SSL_CA_LOCATION": ""}, '"probe"'),
-        ({"FLASHGATE_KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.pem"}, "cannot read"),
         ({"FLASHGATE_KAFKA_SSL_KEY_LOCATION": "/etc/hostname"}, "needs both"),
         ({"FLASHGATE_KAFKA_SASL_MECHANISM": "GSSAPI"}, "invalid settings"),
         (
@@ -145,6 +144,21 @@ def test_a_combination_that_cannot_work_is_refused_at_start(
     with pytest.raises(ConfigError, match=re.escape(message)) as error:
         _load(tmp_path, **_sasl(tls, **change))
     assert PASSWORD not in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"FLASHGATE_KAFKA_SSL_CA_LOCATION": "/nonexistent/ca.pem"},
+        {"FLASHGATE_KAFKA_SASL_PASSWORD": "", "FLASHGATE_KAFKA_SASL_PASSWORD_FILE": "/nonexistent"},
+    ],
+)
+def test_a_file_that_cannot_be_read_is_refused_when_a_client_is_built(
+    tmp_path: Path, tls: TlsMaterial, change: dict[str, str]
+) -> None:
+    kafka = _load(tmp_path, **_sasl(tls, **change))
+    with pytest.raises(ConfigError, match=r"cannot read /nonexistent"):
+        producer_config(kafka, "p")
 
 
 @pytest.mark.parametrize(

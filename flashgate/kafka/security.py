@@ -1,10 +1,12 @@
 """How every Kafka client connects: the security part of librdkafka's configuration.
 
 `security_properties` turns `[kafka]`'s typed security settings into
-librdkafka properties; `check_kafka_settings` refuses, at start, a
+librdkafka properties; `check_kafka_settings` refuses, when the settings load, a
 combination that could not work or would silently be ignored, and any
 `[kafka.client]` property librdkafka does not know (asked of librdkafka
-itself, by building a throwaway client that never connects). Error messages
+itself, by building a throwaway client that never connects); a CA,
+certificate, key or password file that cannot be read is refused when the
+first client is built, at the start of the process. Error messages
 name settings and properties, never a value, so a password cannot leak
 through them.
 """
@@ -81,8 +83,6 @@ def check_kafka_settings(kafka: KafkaSettings) -> None:
             )
         if kafka.sasl_password and kafka.sasl_password_file:
             raise ConfigError("set kafka.sasl_password or kafka.sasl_password_file, not both")
-        if kafka.sasl_password_file:
-            _readable("kafka.sasl_password_file", kafka.sasl_password_file)
     else:
         _refuse_unused(
             protocol,
@@ -99,15 +99,10 @@ def check_kafka_settings(kafka: KafkaSettings) -> None:
                 f"certificate (PEM) that signed the brokers' certificates, or "
                 f'"{SYSTEM_CA}" for the system\'s trust store'
             )
-        if kafka.ssl_ca_location != SYSTEM_CA:
-            _readable("kafka.ssl_ca_location", kafka.ssl_ca_location)
         if bool(kafka.ssl_certificate_location) != bool(kafka.ssl_key_location):
             raise ConfigError(
                 "mutual TLS needs both kafka.ssl_certificate_location and kafka.ssl_key_location"
             )
-        for name in ("ssl_certificate_location", "ssl_key_location"):
-            if getattr(kafka, name):
-                _readable(f"kafka.{name}", getattr(kafka, name))
     else:
         _refuse_unused(
             protocol,
@@ -176,8 +171,23 @@ def sasl_password(kafka: KafkaSettings) -> str:
         ) from None
 
 
+def _check_files(kafka: KafkaSettings) -> None:
+    # Here rather than in check_kafka_settings: the settings load anywhere (a deploy's
+    # file is checked on a machine without its mounted secrets); a client is built only
+    # where they must exist, at the start of the process that needs it.
+    names = ["ssl_certificate_location", "ssl_key_location"]
+    if kafka.ssl_ca_location != SYSTEM_CA:
+        names.append("ssl_ca_location")
+    for name in names:
+        path = getattr(kafka, name)
+        if path:
+            _readable(f"kafka.{name}", path)
+
+
 def security_properties(kafka: KafkaSettings) -> dict[str, Any]:
-    """The librdkafka properties that make a client connect as `[kafka]` says."""
+    """The librdkafka properties that make a client connect as `[kafka]` says; raises
+    ConfigError when a file they name cannot be read."""
+    _check_files(kafka)
     props: dict[str, Any] = {"security.protocol": kafka.security_protocol.lower()}
     if kafka.security_protocol in SASL_PROTOCOLS:
         props["sasl.mechanism"] = kafka.sasl_mechanism
