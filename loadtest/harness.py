@@ -27,6 +27,7 @@ from flashgate.kafka.topics import ensure_topics, wait_for_broker  # noqa: E402
 from flashgate.settings import load_settings  # noqa: E402
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id  # noqa: E402
 from flashgate.stack.kafka_jars import ensure_kafka_jars  # noqa: E402
+from flashgate.stack.kafka_security import BrokerSecurity  # noqa: E402
 from flashgate.stack.ports import free_port, wait_for_port  # noqa: E402
 from flashgate.stack.process import ManagedProcess  # noqa: E402
 from flashgate.stack.redis_server import RedisServer  # noqa: E402
@@ -35,10 +36,23 @@ ADMIN_TOKEN = "loadtest-admin-token"
 
 
 class Stack(AbstractContextManager["Stack"]):
-    def __init__(self, *, kafka: bool = True, partitions: int = 6, keep: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        kafka: bool = True,
+        partitions: int = 6,
+        keep: bool = False,
+        kafka_security: str = "plaintext",
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="flashgate-bench-"))
         self.keep = keep
         self.with_kafka = kafka
+        # "sasl_ssl" or "mtls": the broker's client listener, and every client, secured.
+        self.security: BrokerSecurity | None = (
+            None
+            if kafka_security == "plaintext"
+            else BrokerSecurity.prepare(kafka_security, self.root / "kafka-tls")  # type: ignore[arg-type]
+        )
         self.partitions = partitions
         self.redis: RedisServer | None = None
         self.broker: KafkaBroker | None = None
@@ -58,6 +72,7 @@ class Stack(AbstractContextManager["Stack"]):
                     libs_dir=libs,
                     heap_mb=512,
                     cluster_id=new_cluster_id(libs),
+                    security=self.security,
                 )
                 self.broker.format_storage()
                 self.broker.start(self.root / "kafka.log")
@@ -107,6 +122,8 @@ class Stack(AbstractContextManager["Stack"]):
             "FLASHGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             "FLASHGATE_STACK_STATE_DIR": str(self.root / "state"),
         }
+        if self.security is not None:
+            variables.update(self.security.client_variables())
         variables.update(overrides)
         return variables
 
