@@ -147,7 +147,10 @@ class KafkaBroker:
             command, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S, check=False
         )
         if result.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            output = result.stdout + result.stderr
+            for secret in self.security.passwords() if self.security else []:
+                output = output.replace(secret, "***")
+            raise StackError(f"formatting Kafka storage failed:\n{output}")
 
     def start(self, log_path: Path, pid_path: Path | None = None) -> None:
         ensure_free(f"Kafka broker {self.spec.node_id}", HOST, self.spec.port)

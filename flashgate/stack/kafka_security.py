@@ -88,6 +88,14 @@ class BrokerSecurity:
             )
         return props
 
+    def passwords(self) -> list[str]:
+        """Every password of this listener, to mask in what a tool prints."""
+        return [
+            _password(self.password_file),
+            _password(self.broker_password_file),
+            self.tls.keystore_password(),
+        ]
+
     def format_args(self) -> list[str]:
         """The storage tool's arguments creating the SCRAM users (none for mutual TLS)."""
         if self.mode != "sasl_ssl":
