@@ -4,19 +4,36 @@ log line or admin answer."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka.admin import AdminClient
 
+# Not re-exported by confluent_kafka.admin for mypy (as OffsetSpec in kafka_source.py).
+from confluent_kafka.admin._scram import (
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+
+from flashgate.kafka.config import admin_config
 from flashgate.stack.kafka_tls import TlsMaterial
 from flashgate.stack.redis_server import RedisServer
-from tests.secured_checks import orders_reach_the_backend, readiness, refused_clearly
+from tests.gateway_client import OPEN_RATES, Client
+from tests.secured_checks import (
+    REFUSED_LINE,
+    orders_reach_the_backend,
+    readiness,
+    refused_clearly,
+)
 from tests.secured_kafka import SecuredBroker, running_secured_broker, secured_env
-from tests.services import ServiceEnv, Services, admin_json
+from tests.services import ServiceEnv, Services, admin_json, load_sale, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +124,49 @@ def test_a_refused_connection_is_clear(
     sasl_services.start_gateway(**overrides)
     sasl_services.start_consumer(**overrides)
     refused_clearly(sasl_services, cause)
+
+
+def test_a_gateway_refused_recovers_once_kafka_lets_it_in(
+    sasl_services: Services, sasl_broker: SecuredBroker, tmp_path: Path
+) -> None:
+    """The refusal is not sticky: once the broker accepts the credentials (here, the user
+    is created while the gateway runs) the gateway notices within seconds, says so once,
+    and takes orders again."""
+    user = f"late-{tmp_path.name[-8:].lower()}"
+    password_file = tmp_path / "late.password"
+    password_file.write_text("late-user-password\n")
+    services = sasl_services
+    gateway = services.start_gateway(
+        FLASHGATE_KAFKA_SASL_USERNAME=user,
+        FLASHGATE_KAFKA_SASL_PASSWORD_FILE=str(password_file),
+    )
+
+    def refused() -> bool:
+        status, body = readiness(services.env.gateway_url)
+        return status == 503 and "Authentication failed" in body.get("causes", {}).get("kafka", "")
+
+    assert wait_until(refused, timeout_s=30), readiness(services.env.gateway_url)
+
+    kafka = services.env.settings.kafka
+    admin = AdminClient(admin_config(kafka, "test-scram-admin"))
+    upsert = UserScramCredentialUpsertion(
+        user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"late-user-password"
+    )
+    for future in admin.alter_user_scram_credentials([upsert]).values():
+        future.result(timeout=30)
+
+    assert wait_until(lambda: readiness(services.env.gateway_url)[0] == 200, timeout_s=30)
+    assert _one_order(services) == 202
+    log = gateway.log_path.read_text()
+    assert log.count(REFUSED_LINE) == 1 and log.count("Kafka reachable again") == 1, log[-3000:]
+
+
+def _one_order(services: Services) -> int:
+    sale_id = f"sale-{uuid.uuid4().hex[:8]}"
+    load_sale(services.env, sale_id, {"stock": {"A": 1}, "rates": OPEN_RATES})
+
+    async def post() -> int:
+        async with Client(services.env.gateway_url) as client:
+            return (await client.order(sale_id=sale_id)).status
+
+    return asyncio.run(post())
