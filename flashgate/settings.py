@@ -4,7 +4,8 @@ Every key of the TOML file can be overridden by an environment variable named
 `FLASHGATE_<SECTION>_<KEY>` (for example `FLASHGATE_KAFKA_BOOTSTRAP_SERVERS`).
 `FLASHGATE_CONFIG` names the file; without it `./flashgate.toml` is read when
 present, else the defaults below apply. Defaults are named constants with their
-unit in the name.
+unit in the name. Variables Kubernetes injects for a Service named `flashgate-*`
+are skipped (see service_links.py); any other unknown FLASHGATE_* name is an error.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import msgspec
 
 from flashgate.errors import ConfigError
 from flashgate.secret import Secret, decode_secret
+from flashgate.service_links import is_service_link
 
 ENV_PREFIX = "FLASHGATE_"
 CONFIG_ENV = "FLASHGATE_CONFIG"
@@ -136,6 +138,10 @@ DRAIN_PROGRESS_INTERVAL_MS = 500
 DRAIN_ADAPTIVE_FLOOR_PER_S = 1.0
 DRAIN_ADAPTIVE_ERROR_SHARE = 0.1
 DRAIN_ADAPTIVE_LATENCY_SLACK_MS = 250.0
+# Longer than a rebalance can hold one poll (a revoke waits backend_timeout_s + 6 s,
+# an assign up to 15 s for committed offsets), far shorter than max.poll.interval.ms
+# (300 s), after which the group would drop the consumer anyway.
+DRAIN_HEALTH_STUCK_AFTER_S = 60.0
 
 
 class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -164,6 +170,11 @@ class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     adaptive_floor_per_s: float = DRAIN_ADAPTIVE_FLOOR_PER_S
     adaptive_error_share: float = DRAIN_ADAPTIVE_ERROR_SHARE
     adaptive_latency_slack_ms: float = DRAIN_ADAPTIVE_LATENCY_SLACK_MS
+    # The consumer's probe and metrics listener (order_consumer/health_server.py); 0 = off.
+    health_host: str = "127.0.0.1"
+    health_port: int = 0
+    # No poll of Kafka for this long and the consumer reports itself stuck (not alive).
+    health_stuck_after_s: float = DRAIN_HEALTH_STUCK_AFTER_S
 
 
 class BackendSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -245,6 +256,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
         section, _, key = rest.partition("_")
         struct = SECTIONS.get(section)
         if struct is None or key not in struct.__struct_fields__:
+            if is_service_link(name, environ):
+                continue
             raise ConfigError(f"unknown setting in environment: {name}")
         overrides.setdefault(section, {})[key] = _env_value(struct, key, value)
     return overrides

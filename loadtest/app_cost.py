@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import uvloop
 from b1_admission import load_bench_sales
-from harness import Stack
+from harness import Stack, command_line
 
 from flashgate.settings import load_settings
 from gateway.app import create_app
@@ -122,7 +122,7 @@ def main() -> None:
             runs = uvloop.run(_measure(settings, args))
     summary = {
         "benchmark": "gateway app CPU per order, no HTTP server",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line("loadtest.app_cost"),
         "concurrency": args.concurrency,
         "overrides": overrides,
         "loop_cpu_us_per_order": statistics.median(r["loop_cpu_us_per_order"] for r in runs),

@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import REPO, Stack, cpu_seconds, wrk
+from harness import REPO, Stack, command_line, cpu_seconds, wrk
 
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleStore
@@ -205,7 +205,7 @@ def main() -> None:
 
     summary = {
         "benchmark": "B1 admission efficiency",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line("loadtest.b1_admission"),
         "seconds_per_run": seconds,
         "runs": runs,
         "connections": args.connections,

@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import uvloop
 from confluent_kafka import Producer
-from harness import Stack
+from harness import Stack, command_line
 
 from flashgate.kafka.config import producer_config
 from flashgate.kafka.producer import AsyncProducer
@@ -205,7 +205,7 @@ def main() -> None:
 
     summary = {
         "benchmark": "B5 write-path ceiling",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": command_line("loadtest.b5_produce"),
         "seconds_per_run": seconds,
         "runs": runs,
         "concurrency": CONCURRENCY,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.harness import repo_relative
 from loadtest.plots import plot_bursts
 from loadtest.report import write_results
 
@@ -94,7 +95,10 @@ BENCHMARKS = [
 ]
 
 
-def run_once(bench: Benchmark, args: tuple[str, ...]) -> dict[str, Any]:
+def run_once(
+    bench: Benchmark, args: tuple[str, ...], shown: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Run one benchmark; `shown` is `args` as the saved `_command` gives them."""
     command = [sys.executable, "-m", bench.module, *args]
     started = time.monotonic()
     proc = subprocess.run(
@@ -110,7 +114,7 @@ def run_once(bench: Benchmark, args: tuple[str, ...]) -> dict[str, Any]:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
         return {"error": f"{' '.join(command)} exited {proc.returncode}", "tail": tail}
     result: dict[str, Any] = _flatten(bench.key, parsed)
-    result["_command"] = " ".join(["python", "-m", bench.module, *args])
+    result["_command"] = " ".join(["python", "-m", bench.module, *(shown or args)])
     result["_wall_s"] = round(time.monotonic() - started, 1)
     return result
 
@@ -169,16 +173,16 @@ def _flatten(key: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_benchmark(bench: Benchmark, quick: bool, out: Path) -> dict[str, Any]:
-    args = tuple(
-        a.replace("{out}", str(out)) for a in (bench.quick_args if quick else bench.full_args)
-    )
+    template = bench.quick_args if quick else bench.full_args
+    args = tuple(a.replace("{out}", str(out)) for a in template)
+    shown = tuple(a.replace("{out}", repo_relative(str(out.resolve()))) for a in template)
     runs = 1 if quick else bench.runs
     results = []
     for i in range(runs):
         print(
             f"{bench.key} run {i + 1}/{runs}: python -m {bench.module} {' '.join(args)}", flush=True
         )
-        result = run_once(bench, args)
+        result = run_once(bench, args, shown)
         print(
             f"  -> {json.dumps({k: v for k, v in result.items() if not k.startswith('_')})[:400]}",
             flush=True,

@@ -35,6 +35,23 @@ from flashgate.stack.redis_server import RedisServer  # noqa: E402
 ADMIN_TOKEN = "loadtest-admin-token"
 
 
+def repo_relative(arg: str) -> str:
+    """An absolute path as a saved result shows it: relative to the repository when
+    inside it, else its name alone, so results name no directory of one machine."""
+    path = Path(arg)
+    if not path.is_absolute():
+        return arg
+    try:
+        return str(path.resolve().relative_to(REPO))
+    except ValueError:
+        return path.name
+
+
+def command_line(module: str) -> str:
+    """This run's command for its summary: `python -m <module> <args>`."""
+    return " ".join(["python", "-m", module, *(repo_relative(a) for a in sys.argv[1:])])
+
+
 class Stack(AbstractContextManager["Stack"]):
     def __init__(
         self,

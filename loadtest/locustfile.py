@@ -4,6 +4,14 @@ Each simulated shopper POSTs one order with an `Idempotency-Key` (so a retry can
 never buy twice), retries on 429/503 after the `Retry-After` the gateway sent,
 polls the order's status until it is delivered, and gives up on `sold_out`.
 
+A `503 outcome_unknown` (Kafka's answer for the order was lost; the gateway
+keeps its units until it knows) is not retried: the shopper polls the order's
+`status_url`, waiting the `Retry-After` between reads (capped, bounded in
+number), until it reads accepted/delivered (the order is placed: followed as a
+202 is) or failed (it is not). These show in the summary as their own rows,
+type ORDER: `outcome_unknown`, then `outcome_unknown -> accepted`, `-> failed`
+or `-> unsettled` (the polls ran out).
+
 Web UI:   .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8080
 Headless: .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 \
               --headless --csv .flashgate/locust/sale --sale-id sale-1 --skus SKU-1,SKU-2 \
@@ -16,6 +24,7 @@ Options (also settable in the web UI): --sale-id, --skus, --spike-users,
 
 from __future__ import annotations
 
+import json
 import random
 import time
 import uuid
@@ -28,6 +37,10 @@ from locust.exception import StopUser
 MAX_ATTEMPTS = 8
 MAX_RETRY_AFTER_S = 10.0
 STATUS_POLLS = 10
+OUTCOME_UNKNOWN = "outcome_unknown"
+# Status reads while an unknown outcome settles (the reaper needs about the
+# reservation TTL plus one round: 35 s by default, the Retry-After it sends).
+UNKNOWN_POLLS = 12
 
 
 @events.init_command_line_parser.add_listener
@@ -108,10 +121,37 @@ class Shopper(HttpUser):
             if status == 202:
                 self._follow(response.json()["order_id"])
                 break
+            if status == 503 and _error(response.text) == OUTCOME_UNKNOWN:
+                self._settle_unknown(response.json(), response.headers.get("Retry-After"))
+                break
             if status not in (429, 503):
                 break  # sold out, over the limit, or an error: the shopper leaves
             time.sleep(_retry_after(response.headers.get("Retry-After")))
         raise StopUser()
+
+    def _settle_unknown(self, answer: dict[str, Any], retry_after: str | None) -> None:
+        """Poll an outcome_unknown order's status until it settles, as a storefront
+        would; a retry with the same key would only get the same 503 meanwhile."""
+        self._count("outcome_unknown")
+        for _ in range(UNKNOWN_POLLS):
+            time.sleep(_retry_after(retry_after))
+            response = self.client.get(answer["status_url"], name="GET /v1/orders/{id}")
+            body: dict[str, Any] = response.json() if response.status_code == 200 else {}
+            if body.get("status") in ("accepted", "delivered"):
+                self._count("outcome_unknown -> accepted")
+                self._follow(answer["order_id"])
+                return
+            if body.get("status") == "failed":
+                self._count("outcome_unknown -> failed")
+                return
+        self._count("outcome_unknown -> unsettled")
+
+    def _count(self, name: str) -> None:
+        """One row of the summary (type ORDER) that counts events, not requests."""
+        self.environment.events.request.fire(
+            request_type="ORDER", name=name, response_time=0, response_length=0,
+            exception=None, context={},
+        )  # fmt: skip
 
     def _follow(self, order_id: str) -> None:
         if not self.poll_status:
@@ -122,6 +162,15 @@ class Shopper(HttpUser):
             if body.get("status") in ("delivered", "failed"):
                 return
             time.sleep(min(5.0, max(0.5, float(body.get("eta_seconds") or 1.0))))
+
+
+def _error(text: str) -> str | None:
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return error if isinstance(error, str) else None
 
 
 def _retry_after(value: str | None) -> float:

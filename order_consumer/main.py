@@ -1,7 +1,8 @@
 """Run one drain process: `flashgate-consumer` (settings from flashgate.toml + env).
 
 Builds the clients (Redis, Kafka consumer and DLQ producer, backend HTTP
-session), hands them to the worker, and closes them when it returns. SIGTERM
+session) and, with `[drain] health_port`, the probe listener (health_server.py),
+hands them to the worker, and closes them when it returns. SIGTERM
 or SIGINT stop the worker: requests on the wire finish, offsets are committed.
 """
 
@@ -26,6 +27,8 @@ from order_consumer.backend_client import BackendClient
 from order_consumer.config_watch import ConfigWatch, settings_path
 from order_consumer.fence import RecordFence
 from order_consumer.group_limiter import SCRIPT, GroupLimiter
+from order_consumer.health import ConsumerHealth, WatchedSource
+from order_consumer.health_server import HealthServer
 from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
 from order_consumer.status_writer import StatusWriter
 from order_consumer.worker import DrainWorker, Parts
@@ -44,15 +47,25 @@ async def run_consumer(settings: Settings) -> None:
         settings, DrainControl(redis, drain.group_id), path=settings_path(), load=load_settings
     )
 
+    health = ConsumerHealth(stuck_after_s=drain.health_stuck_after_s)
+    health_server = (
+        HealthServer(health, host=drain.health_host, port=drain.health_port)
+        if drain.health_port
+        else None
+    )
+
     def source_factory(handler: RebalanceHandler) -> KafkaSource:
-        return KafkaSource(
+        return WatchedSource(
             consumer_config(settings.kafka, drain, f"drain-{os.getpid()}"),
             settings.kafka.orders_topic,
             handler,
             revoke_timeout_s=drain.backend_timeout_s + 1,
+            health=health,
         )
 
     try:
+        if health_server is not None:
+            await health_server.start()
         async with BackendClient(
             drain.backend_url, drain.concurrency, drain.backend_timeout_s
         ) as backend:
@@ -93,6 +106,8 @@ async def run_consumer(settings: Settings) -> None:
                     worker.counters.fenced,
                 )  # fmt: skip
     finally:
+        if health_server is not None:
+            await health_server.close()
         remaining = await asyncio.to_thread(dlq.close, DLQ_FLUSH_S)
         if remaining:
             log.error("%d dead letters still unacknowledged at exit", remaining)

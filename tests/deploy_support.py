@@ -1,8 +1,8 @@
 """Offline checks of the deploy files, shared by the tests/test_deploy_*.py modules.
 
 - Kubernetes objects are validated against the strict JSON schemas that the
-  `kubernetes-validate` package ships (no cluster, no network), Strimzi's
-  custom resources against the schemas in deploy/k8s/schemas/.
+  `kubernetes-validate` package ships (no cluster, no network), custom resources
+  (Strimzi's, the Prometheus Operator's) against the schemas in deploy/k8s/schemas/.
 - Kustomize overlays are rendered by `kustomize build`, or `kubectl kustomize`
   (kubectl embeds kustomize), whichever is installed.
 - The compose file is validated against the Compose Specification schema that
@@ -32,7 +32,8 @@ DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
-STRIMZI_SCHEMAS = K8S / "schemas"
+# Hand-written schemas of the custom resources, one directory per API group.
+CRD_SCHEMAS = K8S / "schemas"
 KUSTOMIZE_TIMEOUT_S = 60
 # Where `go install` puts kustomize when neither it nor kubectl is on PATH.
 LOCAL_KUSTOMIZE = REPO / ".cache" / "bin" / "kustomize"
@@ -104,8 +105,8 @@ def _schema_for(manifest: Manifest) -> dict[str, Any]:
     api_version: str = manifest["apiVersion"]
     kind: str = manifest["kind"]
     group, _, version = api_version.rpartition("/")
-    if group.endswith("strimzi.io"):
-        path = STRIMZI_SCHEMAS / group / f"{kind.lower()}_{version}.json"
+    if group and (CRD_SCHEMAS / group).is_dir():
+        path = CRD_SCHEMAS / group / f"{kind.lower()}_{version}.json"
     else:
         # kubernetes-validate's naming: apps/v1 -> apps-v1, policy/v1 -> policy-v1, v1 -> v1.
         prefix = f"{group.split('.')[0]}-" if group else ""

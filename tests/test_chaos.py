@@ -1,10 +1,16 @@
-"""Faults mid-burst: nothing accepted is lost, nothing is stored twice.
+"""Faults mid-burst: nothing accepted is lost, nothing is stored twice, nothing oversold.
 
-Each scenario sends a burst of 5,000 orders from retrying storefront clients,
-injects one fault in the middle, lets the system recover, then reconciles every
-202 against the backend's stored orders and the dead-letter topic. Figures go
-to $CHAOS_RESULTS (JSON lines) for loadtest/RESULTS.md; `make chaos` runs only
-this suite.
+Each scenario sends a burst of 5,000 orders from storefront clients, injects
+one fault in the middle, lets the system recover, then reconciles what every
+shopper was told against the backend's stored orders and the dead-letter topic
+(tests/chaos_support.py). Figures go to $CHAOS_RESULTS (JSON lines) for
+loadtest/RESULTS.md; `make chaos` runs only this suite.
+
+Most scenarios have ample stock and retrying shoppers: the question is whether
+an accepted order survives the fault. The paused-broker scenarios sell less
+stock than is asked for, so that a unit released while its record may still
+reach Kafka would be sold twice: there the question is no oversell and no
+ghost order (stored, though its shopper was told it failed).
 """
 
 from __future__ import annotations
@@ -24,15 +30,24 @@ from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.kafka_cluster import KafkaCluster
 from flashgate.stack.ports import free_port
 from flashgate.stack.redis_server import RedisServer
-from tests.chaos_support import BurstLog, reconcile, record, start_burst, wait_accepted
-from tests.services import ServiceEnv, Services, http_json, load_sale, running_broker
+from tests.chaos_support import (
+    BurstLog,
+    Reconciliation,
+    drain_caught_up,
+    reconcile,
+    record,
+    start_burst,
+    wait_accepted,
+)
+from tests.services import ServiceEnv, Services, admin_json, http_json, load_sale, running_broker
 
 pytestmark = pytest.mark.chaos
 
 ORDERS = 5_000
 FAULT_AFTER = 1_500  # accepted orders before the fault
 BURST_TIMEOUT_S = 240.0
-SALE = "chaos"
+SKUS = 4
+AMPLE_STOCK = {f"SKU-{i}": ORDERS * 2 for i in range(SKUS)}
 
 
 def _results_path(tmp_path: Path) -> Path:
@@ -54,29 +69,45 @@ def _env(root: Path, bootstrap: str, redis_url: str) -> ServiceEnv:
     return env
 
 
-def _start_all(services: Services) -> None:
+def _start_all(services: Services, stock: dict[str, int] = AMPLE_STOCK) -> str:
+    """Start the processes and load a sale of its own (Redis may be the session's, and a
+    reloaded sale keeps what an earlier test sold): its id."""
+    sale_id = f"chaos-{uuid.uuid4().hex[:8]}"
     services.start_backend()
     services.start_consumer()
     services.start_gateway()
     unlimited = {"per_second": 0, "burst": 1}
     load_sale(
         services.env,
-        SALE,
+        sale_id,
         {
-            "stock": {f"SKU-{i}": ORDERS * 2 for i in range(4)},
+            "stock": stock,
             "per_user_max": 1,
             "rates": {"sale": unlimited, "user": unlimited, "ip": unlimited},
         },
     )
+    return sale_id
 
 
-def _finish(
+def _sale_settled(env: ServiceEnv, sale_id: str) -> bool:
+    """No reservation left open: every order confirmed, or its units returned."""
+    report = admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")
+    return bool(
+        report["pending_reservations"] == 0
+        and all(sku["reserved"] == 0 for sku in report["skus"].values())
+    )
+
+
+def _reconcile(
     scenario: str,
     services: Services,
     burst: tuple[threading.Thread, BurstLog],
     fault_at: float,
     tmp_path: Path,
-) -> None:
+    *,
+    stock: dict[str, int] = AMPLE_STOCK,
+    settle_sale: str | None = None,
+) -> Reconciliation:
     thread, log = burst
     thread.join(BURST_TIMEOUT_S)
     assert not thread.is_alive(), "the burst did not finish in time"
@@ -88,12 +119,35 @@ def _finish(
         env.variables["FLASHGATE_KAFKA_BOOTSTRAP_SERVERS"],
         env.variables["FLASHGATE_KAFKA_DLQ_TOPIC"],
         fault_at,
+        gateway_url=env.gateway_url,
+        stock=stock,
+        settled=(lambda: _sale_settled(env, settle_sale)) if settle_sale else None,
+        drained=lambda: drain_caught_up(
+            env.variables["FLASHGATE_KAFKA_BOOTSTRAP_SERVERS"],
+            env.variables["FLASHGATE_KAFKA_ORDERS_TOPIC"],
+            env.variables["FLASHGATE_DRAIN_GROUP_ID"],
+        ),
     )
     record(result, _results_path(tmp_path))
+    return result
+
+
+def _finish(
+    scenario: str,
+    services: Services,
+    burst: tuple[threading.Thread, BurstLog],
+    fault_at: float,
+    tmp_path: Path,
+) -> None:
+    result = _reconcile(scenario, services, burst, fault_at, tmp_path)
     assert result.accepted >= ORDERS * 0.9, result
     assert result.lost == 0, result
     assert result.stored_twice == 0, result
     assert result.dead_lettered == 0, result
+    assert result.unknown_unsettled == 0, result
+    assert result.drained, result
+    assert result.oversold == 0, result
+    assert result.ghost == 0, result
 
 
 @pytest.fixture
@@ -109,8 +163,8 @@ def test_kafka_broker_sigkill_and_restart(
     env.create_topics()
     services = Services(env)
     try:
-        _start_all(services)
-        burst = start_burst(env.gateway_url, ORDERS, sale_id=SALE)
+        sale_id = _start_all(services)
+        burst = start_burst(env.gateway_url, ORDERS, sale_id=sale_id)
         assert wait_accepted(burst[1], FAULT_AFTER, 60)
         fault_at = time.time()
         own_broker.kill()
@@ -126,8 +180,8 @@ def test_consumer_sigkill_mid_drain(service_env: ServiceEnv, tmp_path: Path) -> 
     service_env.variables["FLASHGATE_DRAIN_RATE_PER_S"] = "1500"
     services = Services(service_env)
     try:
-        _start_all(services)
-        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=SALE)
+        sale_id = _start_all(services)
+        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=sale_id)
         stats_url = f"{service_env.backend_url}/stats"
         deadline = time.monotonic() + 60
         while http_json("GET", stats_url)["orders"] < FAULT_AFTER:
@@ -147,8 +201,8 @@ def test_consumer_sigkill_mid_drain(service_env: ServiceEnv, tmp_path: Path) -> 
 def test_backend_outage_of_30_seconds(service_env: ServiceEnv, tmp_path: Path) -> None:
     services = Services(service_env)
     try:
-        _start_all(services)
-        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=SALE)
+        sale_id = _start_all(services)
+        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=sale_id)
         assert wait_accepted(burst[1], FAULT_AFTER, 60)
         fault_at = time.time()
         http_json("PUT", f"{service_env.backend_url}/admin/faults", {"outage_seconds": 30})
@@ -166,8 +220,8 @@ def test_redis_restart(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
         env = _env(tmp_path, kafka_broker.bootstrap, redis.url)
         env.create_topics()
         services = Services(env)
-        _start_all(services)
-        burst = start_burst(env.gateway_url, ORDERS, sale_id=SALE)
+        sale_id = _start_all(services)
+        burst = start_burst(env.gateway_url, ORDERS, sale_id=sale_id)
         assert wait_accepted(burst[1], FAULT_AFTER, 60)
         fault_at = time.time()
         redis.stop()  # SIGTERM: the AOF is flushed, as on a planned restart
@@ -187,8 +241,8 @@ def test_gateway_killed_mid_burst(
 ) -> None:
     services = Services(service_env)
     try:
-        _start_all(services)
-        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=SALE)
+        sale_id = _start_all(services)
+        burst = start_burst(service_env.gateway_url, ORDERS, sale_id=sale_id)
         assert wait_accepted(burst[1], FAULT_AFTER, 60)
         fault_at = time.time()
         gateway = next(p for p in services.running if p.name == "gateway")
@@ -216,8 +270,8 @@ def test_three_broker_cluster_loses_a_broker(
         env.create_topics()
         services = Services(env)
         try:
-            _start_all(services)
-            burst = start_burst(env.gateway_url, ORDERS, sale_id=SALE)
+            sale_id = _start_all(services)
+            burst = start_burst(env.gateway_url, ORDERS, sale_id=sale_id)
             assert wait_accepted(burst[1], FAULT_AFTER, 90)
             fault_at = time.time()
             cluster.broker(2).kill()
@@ -226,3 +280,77 @@ def test_three_broker_cluster_loses_a_broker(
             services.stop_all()
     finally:
         cluster.kill()
+
+
+# The pause outlasts the produce timeout twice over, so that orders sent during it end
+# as unknown outcomes; a short reservation TTL and reaper interval settle them within
+# seconds of the broker's return rather than the production 30 s.
+PAUSE_S = 8.0
+PAUSED_BROKER = {
+    "FLASHGATE_GATEWAY_PRODUCE_TIMEOUT_MS": "3000",
+    "FLASHGATE_KAFKA_MESSAGE_TIMEOUT_MS": "3000",
+    "FLASHGATE_GATEWAY_RESERVATION_TTL_S": "4",
+    "FLASHGATE_GATEWAY_REAPER_INTERVAL_S": "0.5",
+}
+# Less stock than buyers (one unit each): units given back while their record may still
+# reach Kafka would be sold again and show as oversold. The pause comes early, so the
+# burst is still selling when the reaper settles the unknown outcomes.
+SCARCE_STOCK = {f"SKU-{i}": 500 for i in range(SKUS)}
+PAUSE_AFTER = 400
+
+
+@pytest.mark.parametrize(
+    ("give_up", "scenario"),
+    [
+        (True, "Kafka broker paused 8 s mid-burst, buyers give up after the first answer"),
+        (False, "Kafka broker paused 8 s mid-burst, retrying buyers"),
+    ],
+    ids=["give-up", "retrying"],
+)
+def test_kafka_broker_paused_mid_burst(
+    own_broker: KafkaBroker,
+    redis_server: RedisServer,
+    tmp_path: Path,
+    give_up: bool,
+    scenario: str,
+) -> None:
+    """The broker's JVM is stopped (SIGSTOP, as a long GC pause or a network stall) for
+    longer than message.timeout.ms: orders in flight get an unknown outcome. The backend
+    must store no more units than the stock, no order whose shopper was told it failed,
+    and every order its shopper was told was placed."""
+    broker = own_broker.process
+    assert broker is not None
+    env = _env(tmp_path, own_broker.bootstrap, redis_server.url)
+    env.variables.update(PAUSED_BROKER)
+    env.create_topics()
+    services = Services(env)
+    try:
+        sale_id = _start_all(services, SCARCE_STOCK)
+        burst = start_burst(env.gateway_url, ORDERS, sale_id=sale_id, give_up=give_up)
+        assert wait_accepted(burst[1], PAUSE_AFTER, 60)
+        fault_at = time.time()
+        broker.send(signal.SIGSTOP)
+        try:
+            time.sleep(PAUSE_S)  # the fault itself
+        finally:
+            broker.send(signal.SIGCONT)
+        result = _reconcile(
+            scenario, services, burst, fault_at, tmp_path,
+            stock=SCARCE_STOCK, settle_sale=sale_id,
+        )  # fmt: skip
+    finally:
+        broker.send(signal.SIGCONT)  # harmless if running; never leave the broker stopped
+        services.stop_all()
+    assert result.unknown_unsettled == 0, result
+    assert result.drained, result
+    assert result.oversold == 0, result
+    assert result.ghost == 0, result
+    assert result.lost == 0, result
+    assert result.stored_twice == 0, result
+    assert result.dead_lettered == 0, result
+    assert result.accepted <= result.stock, result
+    # Last, so that a gateway that releases on a timeout fails above on what it does.
+    assert result.outcome_unknown > 0, (
+        f"the {PAUSE_S:g} s pause produced no outcome_unknown answer, so the fault did not "
+        f"bite and nothing was tested: {result}"
+    )

@@ -2,7 +2,8 @@
 
 Same image and commands, same ports, same topic settings (partitions,
 replication 3, min.insync.replicas 2, 3-day retention), same broker settings,
-same flashgate.toml but for addresses. Every FLASHGATE_* variable either deploy
+same flashgate.toml but for addresses and the few keys that follow from what
+stands in front of each deploy (DEPLOY_SPECIFIC). Every FLASHGATE_* variable either deploy
 sets must be a field of `flashgate.settings.Settings`, and both settings files
 must load with the project's own loader, so a renamed key breaks this test.
 """
@@ -37,6 +38,19 @@ COMPOSE_TOML = COMPOSE_DIR / "config" / "flashgate.toml"
 RETENTION_3_DAYS_MS = 3 * 24 * 3600 * 1000
 # The settings that name other services: the only ones allowed to differ.
 ADDRESSES = {("kafka", "bootstrap_servers"), ("redis", "url"), ("drain", "backend_url")}
+# Keys that follow from each deploy's surroundings. Compose's HAProxy overwrites
+# X-Forwarded-For with the client's address; the Kubernetes deploy ships no
+# ingress, so it trusts no such header, and per-IP limits stay off there (every
+# request would carry the ingress controller's address). Its consumers serve
+# health on the pod's address for kubelet's probes.
+DEPLOY_SPECIFIC = {
+    ("gateway", "trust_forwarded_for"),
+    ("sales", "ip_rate_per_s"),
+    ("drain", "health_host"),
+    ("drain", "health_port"),
+}
+# Container ports only the Kubernetes deploy has: the consumer's probe port.
+K8S_ONLY_PORTS = {"health"}
 ROLES = {"gateway": "gateway", "consumer": "consumer", "backend": "order-backend"}
 
 
@@ -70,9 +84,17 @@ def _load(path: Any, env: dict[str, str]) -> Settings:
 
 def _without_addresses(settings: Settings) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(settings, enc_hook=mask_secret)
-    for section, key in ADDRESSES:
-        data[section].pop(key)
+    for section, key in ADDRESSES | DEPLOY_SPECIFIC:
+        data[section].pop(key, None)
     return data
+
+
+def _without_maxmemory(args: list[str]) -> list[str]:
+    # Sized from the container's memory limit, which only the Kubernetes deploy sets.
+    if "--maxmemory" not in args:
+        return args
+    at = args.index("--maxmemory")
+    return args[:at] + args[at + 2 :]
 
 
 def _topics_created_by_compose(compose: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -180,15 +202,23 @@ def test_images_commands_and_ports_agree(k8s: list[Manifest], compose: dict[str,
         (container,) = containers(deployments[deployment])
         assert container["image"] == compose[service]["image"], service
         assert container["command"] == compose[service]["command"], service
-        exposed = {str(p["containerPort"]) for p in container.get("ports", [])}
+        exposed = {
+            str(p["containerPort"])
+            for p in container.get("ports", [])
+            if p["name"] not in K8S_ONLY_PORTS
+        }
         assert exposed == set(compose[service].get("expose", [])), service
     settings = _load(K8S_TOML, {})
     (gateway,) = containers(deployments["gateway"])
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
     assert (ports["http"], ports["admin"]) == (settings.gateway.port, settings.admin.port)
     (redis,) = containers(by_kind(k8s, "StatefulSet")["redis"])
-    assert redis["image"] == compose["redis"]["image"]
-    assert redis["args"] == compose["redis"]["command"]
+    # The same release line; Kubernetes pins the exact release.
+    repository, _, tag = redis["image"].partition(":")
+    compose_repository, _, compose_tag = compose["redis"]["image"].partition(":")
+    assert repository == compose_repository
+    assert tag.split("-")[0].startswith(compose_tag.split("-")[0]), (tag, compose_tag)
+    assert _without_maxmemory(redis["args"]) == _without_maxmemory(compose["redis"]["command"])
 
 
 def test_replicas_and_grace_periods_agree(k8s: list[Manifest], compose: dict[str, Any]) -> None:
@@ -197,6 +227,9 @@ def test_replicas_and_grace_periods_agree(k8s: list[Manifest], compose: dict[str
     for name in ("gateway", "consumer"):
         pod = deployments[name]["spec"]["template"]["spec"]
         assert f"{pod['terminationGracePeriodSeconds']}s" == compose[name]["stop_grace_period"]
-        assert deployments[name]["spec"]["replicas"] == compose[name]["deploy"]["replicas"]
+    # The gateway's count is its autoscaler's (no `replicas` in the Deployment).
+    minimum = by_kind(k8s, "HorizontalPodAutoscaler")["gateway"]["spec"]["minReplicas"]
+    assert minimum == compose["gateway"]["deploy"]["replicas"]
+    assert deployments["consumer"]["spec"]["replicas"] == compose["consumer"]["deploy"]["replicas"]
     assert compose["consumer"]["deploy"]["replicas"] <= partitions
     assert deployments["consumer"]["spec"]["replicas"] <= partitions

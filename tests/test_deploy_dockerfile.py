@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,21 @@ def test_packages_come_from_the_lock_file() -> None:
     installs = [a for k, a in _instructions() if k == "RUN" and "pip install" in a]
     assert installs and all("-c requirements.lock" in a for a in installs), installs
     assert all("--no-cache-dir" in a for a in installs)
+
+
+def test_build_tools_are_pinned_and_used() -> None:
+    args = dict(a.split("=", 1) for k, a in _instructions() if k == "ARG" and "=" in a)
+    for tool in ("PIP_VERSION", "SETUPTOOLS_VERSION"):
+        assert re.fullmatch(r"\d+(\.\d+)+", args[tool]), (tool, args.get(tool))
+    runs = " ".join(a for k, a in _instructions() if k == "RUN")
+    assert '"pip==${PIP_VERSION}"' in runs and '"setuptools==${SETUPTOOLS_VERSION}"' in runs
+    # The package build uses that setuptools, and it satisfies pyproject.toml.
+    assert "--no-build-isolation" in runs
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    (requirement,) = pyproject["build-system"]["requires"]
+    minimum = re.fullmatch(r"setuptools>=(\d+)", requirement)
+    assert minimum is not None, requirement
+    assert int(args["SETUPTOOLS_VERSION"].split(".")[0]) >= int(minimum[1])
 
 
 def test_has_a_healthcheck_on_healthz_and_the_gateway_as_default() -> None:

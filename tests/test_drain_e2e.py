@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import redis
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from redis.asyncio import Redis as AsyncRedis
 
 from flashgate.dlq import list_dead_letters
@@ -128,6 +128,21 @@ def order_status(env: ServiceEnv, order_id: str) -> dict[str, str]:
         return dict(client.hgetall(f"order:{order_id}"))  # type: ignore[arg-type]
     finally:
         client.close()
+
+
+def committed_total(settings: Settings) -> int:
+    """The sum of the drain group's committed offsets over the orders topic."""
+    topic = settings.kafka.orders_topic
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers,
+         "group.id": settings.drain.group_id, "log_level": 3}
+    )  # fmt: skip
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        partitions = [TopicPartition(topic, p) for p in metadata.partitions]
+        return sum(max(0, tp.offset) for tp in consumer.committed(partitions, timeout=10))
+    finally:
+        consumer.close()
 
 
 def log_text(process: ManagedProcess) -> str:
@@ -324,14 +339,22 @@ def test_sigterm_commits_and_sigkill_redelivers_without_storing_twice(
     # SIGTERM finished what was on the wire and committed it: nothing was sent again.
     assert stats(drain_env)["duplicates"] == 0
     second.kill()
+    # Frozen now: every record below the group's committed offsets was delivered and is
+    # never sent again; every record the backend holds at or above them was delivered
+    # but not committed, so the next consumer sends it again.
+    delivered_uncommitted = stored(drain_env) - committed_total(drain_env.settings)
+    assert delivered_uncommitted > 0, "nothing was left uncommitted: the kill tested nothing"
 
     services.start_consumer()
     wait_stored(drain_env, total, timeout_s=40)
-    time.sleep(1)
+    # Exactly those were redelivered, and the backend refused each as a duplicate.
+    assert wait_until(lambda: stats(drain_env)["duplicates"] == delivered_uncommitted, 20), (
+        stats(drain_env)["duplicates"],
+        delivered_uncommitted,
+    )
     final = stats(drain_env)
     assert final["orders"] == total
     assert sum(int(n) for n in final["per_second"].values()) == total
-    print(f"redelivered after SIGKILL (refused as duplicates): {final['duplicates']}")
 
 
 def test_poison_orders_go_to_the_dlq_and_replay_puts_them_back(
