@@ -233,3 +233,22 @@ def test_a_plaintext_client_at_a_tls_listener_is_named(caplog: pytest.LogCapture
         connection.log(logging.INFO, "%s [%s] %s", "FAIL", "rdkafka#producer-1", closed)
     assert connection.refusal is not None
     assert "kafka.security_protocol is PLAINTEXT" in connection.refusal
+
+
+def test_the_clients_of_a_process_say_one_refusal_once(caplog: pytest.LogCaptureFixture) -> None:
+    """A producer and a consumer meeting the same untrusted CA word it differently."""
+    producer, consumer = KafkaConnection("p", "SASL_SSL"), KafkaConnection("c", "SASL_SSL")
+    with caplog.at_level(logging.INFO, logger="flashgate.kafka"):
+        consumer.on_error(
+            KafkaError(-195, "b/bootstrap: error:0A000086:SSL routines::certificate verify failed")
+        )
+        producer.on_error(KafkaError(-181, "b/bootstrap: SSL handshake failed: certificate ..."))
+        assert producer.refusal is not None and consumer.refusal is not None
+        consumer.connected()
+        producer.connected()
+    lines = [r.getMessage() for r in caplog.records if r.name == "flashgate.kafka"]
+    assert [line for line in lines if "refuses" in line] == [
+        "c: Kafka refuses the connection: "
+        "b/bootstrap: error:0A000086:SSL routines::certificate verify failed"
+    ]
+    assert lines[-1] == "c: Kafka reachable again"

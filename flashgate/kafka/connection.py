@@ -28,13 +28,13 @@ from confluent_kafka import KafkaError
 log = logging.getLogger("flashgate.kafka")
 
 # librdkafka codes that mean the connection was refused by authentication or TLS.
-SECURITY_CODES = frozenset(
+AUTHENTICATION_CODES = frozenset(
     {
         -169,  # _AUTHENTICATION
         58,  # SASL_AUTHENTICATION_FAILED
-        -181,  # _SSL
     }
 )
+TLS_CODE = -181  # _SSL
 # A transport error that is a TLS refusal (an alert, a failed verification) rather than
 # a TLS connection that merely dropped.
 TLS_FAILURE_MARKS = ("SSL routines", "certificate", "handshake")
@@ -68,6 +68,8 @@ class KafkaConnection:
         self._other_cause: str | None = None
         self._first_request_closes = 0
         self.ever_connected = False
+        # Keys this client announced (see _announce), withdrawn when it connects.
+        self._own_announcements: set[str] = set()
 
     @property
     def refusal(self) -> str | None:
@@ -83,15 +85,14 @@ class KafkaConnection:
         """librdkafka's `error_cb`."""
         code = err.code()
         text = _steady(err.str())
-        if code in SECURITY_CODES or (
+        if code in AUTHENTICATION_CODES:
+            self._refused(text, "authentication")
+        elif code == TLS_CODE or (
             code == KafkaError._TRANSPORT and any(mark in text for mark in TLS_FAILURE_MARKS)
         ):
-            # Retries of one failure word it differently ("SSL handshake failed: ..."
-            # then "error:...:certificate verify failed"): the first wording stays.
-            if self._security_cause is None:
-                self._set(security=text)
+            self._refused(text, "tls")
         elif self._security_cause is None:
-            self._set(other=f"{text} ({err.name()})")
+            self._failed(f"{text} ({err.name()})")
 
     def log(self, level: int, fmt: str, *args: object) -> None:
         """librdkafka's log lines (the `logger` property): kept at debug, but a connection
@@ -106,10 +107,11 @@ class KafkaConnection:
                 and self._security_cause is None
                 and self._protocol in ("PLAINTEXT", "SASL_PLAINTEXT")
             ):
-                self._set(
-                    security="the broker closes every connection before answering: "
+                self._refused(
+                    "the broker closes every connection before answering: "
                     f"kafka.security_protocol is {self._protocol}; a TLS listener "
-                    "(SSL or SASL_SSL) does this to a client that does not speak TLS"
+                    "(SSL or SASL_SSL) does this to a client that does not speak TLS",
+                    "protocol",
                 )
             return
         # Connection failures (facility FAIL) also reach `on_error`, which logs them once.
@@ -121,33 +123,41 @@ class KafkaConnection:
     def connected(self) -> None:
         """A request got its answer: whatever failed before works now."""
         with self._lock:
-            was = self._security_cause or self._other_cause
             self._security_cause = None
             self._other_cause = None
             self._first_request_closes = 0
             self.ever_connected = True
-        if was is not None:
+            announced, self._own_announcements = self._own_announcements, set()
+        if announced:
             with self._announced_lock:
-                known = was in self._announced
-                self._announced.discard(was)
-            if known:
-                log.info("%s: Kafka reachable again", self.client)
+                self._announced.difference_update(announced)
+            log.info("%s: Kafka reachable again", self.client)
 
-    def _set(self, *, security: str | None = None, other: str | None = None) -> None:
+    def _refused(self, text: str, kind: str) -> None:
+        # Retries of one failure word it differently ("SSL handshake failed: ..." then
+        # "error:...:certificate verify failed"), and so do the clients of one process:
+        # the first wording stays, and the kind decides whether it is news.
         with self._lock:
-            before = self._security_cause or self._other_cause
-            if security is not None:
-                self._security_cause = security
-            else:
-                self._other_cause = other
-            after = self._security_cause or self._other_cause
-        if after is None or after == before:
-            return
-        with self._announced_lock:
-            if after in self._announced:
+            if self._security_cause is not None:
                 return
-            self._announced.add(after)
-        if security is not None:
-            log.error("%s: Kafka refuses the connection: %s", self.client, after)
-        else:
-            log.warning("%s: Kafka: %s", self.client, after)
+            self._security_cause = text
+        if self._announce(f"refused:{kind}"):
+            log.error("%s: Kafka refuses the connection: %s", self.client, text)
+
+    def _failed(self, text: str) -> None:
+        with self._lock:
+            if self._other_cause == text:
+                return
+            self._other_cause = text
+        if self._announce(text):
+            log.warning("%s: Kafka: %s", self.client, text)
+
+    def _announce(self, key: str) -> bool:
+        """True if no client of this process has said `key` since the connection last worked."""
+        with self._announced_lock:
+            if key in self._announced:
+                return False
+            self._announced.add(key)
+        with self._lock:
+            self._own_announcements.add(key)
+        return True
