@@ -1,6 +1,6 @@
 """Secured Kafka over mutual TLS, on a real broker started for this module: orders end to
 end, the drain's dead letters and their replay, and a client certificate the broker refuses
-(none, or one from another CA) answered clearly."""
+(none, one from another CA, an expired one) answered clearly."""
 
 from __future__ import annotations
 
@@ -20,7 +20,12 @@ from flashgate.stack.kafka_tls import TlsMaterial
 from flashgate.stack.redis_server import RedisServer
 from tests.gateway_client import OPEN_RATES, Client
 from tests.secured_checks import orders_reach_the_backend, refused_clearly
-from tests.secured_kafka import SecuredBroker, running_secured_broker, secured_env
+from tests.secured_kafka import (
+    SecuredBroker,
+    expired_client_certificate,
+    running_secured_broker,
+    secured_env,
+)
 from tests.services import ServiceEnv, Services, http_json, load_sale, wait_until
 
 
@@ -93,21 +98,24 @@ def _flashgate(env: ServiceEnv, *args: str) -> str:
     return result.stdout
 
 
-@pytest.mark.parametrize("case", ["no client certificate", "certificate of another CA"])
+@pytest.mark.parametrize(
+    "case", ["no client certificate", "certificate of another CA", "expired certificate"]
+)
 def test_a_refused_client_certificate_is_clear(
-    mtls_services: Services, tmp_path: Path, case: str
+    mtls_services: Services, mtls_broker: SecuredBroker, tmp_path: Path, case: str
 ) -> None:
     if case == "no client certificate":
-        overrides = {
-            "FLASHGATE_KAFKA_SSL_CERTIFICATE_LOCATION": "",
-            "FLASHGATE_KAFKA_SSL_KEY_LOCATION": "",
-        }
-    else:
+        cert, key = "", ""
+    elif case == "certificate of another CA":
         other = TlsMaterial(tmp_path / "other-ca").ensure()
-        overrides = {
-            "FLASHGATE_KAFKA_SSL_CERTIFICATE_LOCATION": str(other.client_cert),
-            "FLASHGATE_KAFKA_SSL_KEY_LOCATION": str(other.client_key),
-        }
+        cert, key = str(other.client_cert), str(other.client_key)
+    else:
+        expired = expired_client_certificate(mtls_broker.security.tls, tmp_path / "expired")
+        cert, key = str(expired[0]), str(expired[1])
+    overrides = {
+        "FLASHGATE_KAFKA_SSL_CERTIFICATE_LOCATION": cert,
+        "FLASHGATE_KAFKA_SSL_KEY_LOCATION": key,
+    }
     mtls_services.start_gateway(**overrides)
     mtls_services.start_consumer(**overrides)
     refused_clearly(mtls_services, "SSL")
