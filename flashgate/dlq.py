@@ -43,7 +43,7 @@ from confluent_kafka import (
 )
 
 from flashgate.errors import KafkaUnavailable
-from flashgate.kafka.config import producer_config
+from flashgate.kafka.config import producer_config, reader_config
 from flashgate.settings import Settings
 
 HEADER_PREFIX = "dlq."
@@ -184,16 +184,9 @@ class _DlqReader:
     def __init__(self, settings: Settings, *, from_start: bool) -> None:
         self._topic = settings.kafka.dlq_topic
         self._consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap_servers,
-                "group.id": replay_group(settings),
-                "client.id": f"flashgate-dlq-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-                "log_level": 3,
-            }
+            reader_config(
+                settings.kafka, f"flashgate-dlq-{uuid.uuid4().hex[:8]}", replay_group(settings)
+            )
         )
         try:
             metadata = self._consumer.list_topics(self._topic, timeout=KAFKA_TIMEOUT_S)

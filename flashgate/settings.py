@@ -14,11 +14,12 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
 from flashgate.errors import ConfigError
+from flashgate.secret import Secret, decode_secret
 from flashgate.service_links import is_service_link
 
 ENV_PREFIX = "FLASHGATE_"
@@ -103,6 +104,26 @@ class KafkaSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     compression: str = "lz4"
     # Bounded so a request never waits on Kafka longer than this.
     message_timeout_ms: int = PRODUCE_TIMEOUT_MS
+    # How every client connects (flashgate.kafka.security checks the combination at start).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = ""
+    sasl_username: str = ""
+    sasl_password: Secret = msgspec.field(default_factory=Secret)
+    # A file holding the password (a mounted Secret), read when a client is built.
+    sasl_password_file: str = ""
+    # PEM CA bundle that signed the brokers' certificates; "probe" = the system's store.
+    ssl_ca_location: str = ""
+    # Client certificate and key (PEM) for mutual TLS.
+    ssl_certificate_location: str = ""
+    ssl_key_location: str = ""
+    # Further librdkafka properties, verbatim, for every client ([kafka.client] table).
+    client: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Imported here: flashgate.kafka imports this module.
+        from flashgate.kafka.security import check_kafka_settings
+
+        check_kafka_settings(self)
 
 
 class RedisSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -187,6 +208,9 @@ class StackSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     kafka_heap_mb: int = KAFKA_HEAP_MB
     # Kafka's jars, fetched by Maven (gitignored; ~/.m2 makes a refetch a copy).
     kafka_libs_dir: str = ".cache/kafka-4.3.1"
+    # The local broker's client listener (FLASHGATE_STACK_KAFKA_SECURITY): "sasl_ssl" is
+    # SCRAM-SHA-512 over TLS, "mtls" is TLS with client certificates; see flashgate.stack.
+    kafka_security: Literal["plaintext", "sasl_ssl", "mtls"] = "plaintext"
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -264,7 +288,7 @@ def load_settings(
     for section, values in _env_overrides(env).items():
         data.setdefault(section, {}).update(values)
     try:
-        return msgspec.convert(data, Settings, strict=False)
+        return msgspec.convert(data, Settings, strict=False, dec_hook=decode_secret)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"invalid settings: {exc}") from exc
 

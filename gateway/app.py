@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 PRODUCER_FLUSH_S = 10.0
 # message.timeout.ms bounds every delivery report; this is the belt to its braces.
 ACK_GRACE_S = 1.0
+# At start, how long to wait for Kafka to answer or refuse before serving anyway.
+FIRST_ANSWER_WAIT_S = 3.0
 
 
 def create_gateway_redis(settings: RedisSettings) -> Redis:
@@ -84,6 +86,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             ack_timeout_s=gateway.produce_timeout_ms / 1000 + ACK_GRACE_S,
         )
         producer.start(asyncio.get_running_loop())
+        await producer.wait_first_answer(FIRST_ANSWER_WAIT_S)
         redis = create_gateway_redis(settings.redis)
         scripts = RedisScripts(
             redis, (*admitter_module.SCRIPTS, *idempotency_module.SCRIPTS, *order_status.SCRIPTS)

@@ -25,17 +25,26 @@ class ReadinessProbe:
         self._cache_s = cache_s
         self._checked_at = float("-inf")
         self._result: dict[str, bool] = {}
+        self.causes: dict[str, str] = {}
         self._lock = asyncio.Lock()
 
     async def check(self) -> dict[str, bool]:
         async with self._lock:
             if time.monotonic() - self._checked_at >= self._cache_s:
-                kafka = await asyncio.to_thread(self._context.producer.cluster_reachable, 1.0)
+                producer = self._context.producer
+                kafka = await asyncio.to_thread(producer.cluster_reachable, 1.0)
+                # A refused connection can coexist with cached metadata: it decides.
+                kafka = kafka and producer.refusal is None
+                causes = {}
+                if not kafka:
+                    causes["kafka"] = producer.connection.cause or "no answer from Kafka"
                 try:
                     redis = bool(await self._context.redis.ping())
-                except (RedisError, OSError):
+                except (RedisError, OSError) as exc:
                     redis = False
+                    causes["redis"] = type(exc).__name__
                 self._result = {"kafka": kafka, "redis": redis}
+                self.causes = causes
                 self._checked_at = time.monotonic()
             return self._result
 
@@ -48,7 +57,7 @@ async def readyz(request: Request) -> Response:
     probe: ReadinessProbe = request.app.state.readiness
     checks = await probe.check()
     ready = all(checks.values())
-    return json_response(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
-    )
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    if probe.causes:
+        body["causes"] = probe.causes
+    return json_response(body, status=200 if ready else 503)

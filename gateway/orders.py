@@ -52,6 +52,8 @@ OUTCOME_UNKNOWN = "outcome_unknown"
 REPLAYED_STATUSES = frozenset({202, 409})
 RECORD_HEADERS: Headers = [("content-type", b"application/json"), ("flashgate-record", b"order/1")]
 _JSON_TYPE = (b"content-type", b"application/json")
+# A refused Kafka connection is fixed by an operator, not in a second.
+KAFKA_REFUSED_RETRY_S = 5
 _canonical = msgspec.json.Encoder(order="sorted")
 _encoder = msgspec.json.Encoder()
 
@@ -319,6 +321,11 @@ async def _admit_and_produce(
     context: GatewayContext, order: OrderRequest, ip: str, claim: Claim | None
 ) -> Answer:
     settings = context.settings
+    if context.producer.refusal is not None:
+        # Kafka refuses the connection (authentication, TLS): no record could be sent,
+        # so nothing is reserved; the cause is in the log and on /readyz.
+        context.metrics.decision("unavailable")
+        raise unavailable("orders cannot be stored right now; retry shortly", KAFKA_REFUSED_RETRY_S)
     per_order_max = context.sold_out.lookup(order.sale_id, order.sku)
     if per_order_max is not None:
         if order.quantity > per_order_max:

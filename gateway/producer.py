@@ -9,6 +9,10 @@ no task per request. The producer is idempotent with acks=all (see
 A failed report resolves to `KafkaRefused` only when its error code proves the
 record was never written, else to `KafkaOutcomeUnknown`
 (`flashgate.kafka.delivery_outcome`).
+While the brokers refuse the connection for security (authentication, TLS;
+`flashgate.kafka.connection`), `refusal` names the cause so orders are refused
+before anything is reserved, and the polling thread asks for metadata once a
+second to notice when the connection works again.
 Should librdkafka ever fail to report, one sweep on the event loop fails any
 future still open past `ack_timeout_s`: one timer for the whole process rather
 than one per request (a per-request `asyncio.timeout` cost ~5 % of the
@@ -31,6 +35,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from flashgate.errors import KafkaAckOverdue, KafkaRefused, ProducerQueueFull
+from flashgate.kafka.config import connection_of
 from flashgate.kafka.delivery_outcome import delivery_failure
 from flashgate.kafka.producer import DeliveredRecord
 
@@ -38,6 +43,9 @@ Headers = list[tuple[str, str | bytes | None]]
 Report = tuple["asyncio.Future[DeliveredRecord]", KafkaError | None, Message]
 
 SWEEP_INTERVAL_S = 0.1
+# While the connection fails (or has not worked yet): how often, and how long, to ask.
+PROBE_INTERVAL_S = 1.0
+PROBE_TIMEOUT_S = 0.5
 
 
 class OrderProducer:
@@ -45,6 +53,7 @@ class OrderProducer:
         self, config: dict[str, Any], *, ack_timeout_s: float, poll_interval_s: float = 0.1
     ) -> None:
         self._producer = Producer(config)
+        self.connection = connection_of(config)
         self._poll_interval_s = poll_interval_s
         self._ack_timeout_s = ack_timeout_s
         self._reports: deque[Report] = deque()
@@ -60,9 +69,31 @@ class OrderProducer:
         self._poller.start()
 
     def _poll_loop(self) -> None:
+        next_probe = 0.0
         while not self._closed.is_set():
             self._producer.poll(self._poll_interval_s)
             self._hand_over()
+            connection = self.connection
+            if connection.cause is not None or not connection.ever_connected:
+                now = time.monotonic()
+                if now >= next_probe:
+                    next_probe = now + PROBE_INTERVAL_S
+                    self.cluster_reachable(PROBE_TIMEOUT_S)
+
+    @property
+    def refusal(self) -> str | None:
+        """Why Kafka refuses this producer's connection (authentication, TLS), if it does."""
+        return self.connection.refusal
+
+    async def wait_first_answer(self, timeout_s: float) -> None:
+        """Return once the brokers answered or refused, or after `timeout_s`: a gateway
+        that starts with a wrong password refuses its first orders rather than reserving
+        them."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.connection.ever_connected or self.connection.refusal is not None:
+                return
+            await asyncio.sleep(0.05)
 
     def _hand_over(self) -> None:
         # Runs in the polling (or flushing) thread: one loop wake-up per batch of reports.
@@ -134,6 +165,7 @@ class OrderProducer:
             self._producer.list_topics(timeout=timeout_s)
         except Exception:
             return False
+        self.connection.connected()
         return True
 
 

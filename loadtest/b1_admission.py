@@ -144,6 +144,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="rounds (medians are reported)")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--rows", help="comma-separated subset of rows")
+    parser.add_argument(
+        "--kafka-security", choices=["plaintext", "sasl_ssl", "mtls"], default="plaintext",
+        help="the broker's listener (sasl_ssl: SCRAM-SHA-512 over TLS)",
+    )  # fmt: skip
     parser.add_argument("--compare-ref", help="add the gateway of this git commit as a row")
     parser.add_argument("--kafka-warm-up-s", type=float, default=60.0,
                         help="produce traffic before measuring, for the broker's JIT")  # fmt: skip
@@ -156,7 +160,7 @@ def main() -> None:
     if args.rows:
         names = [n for n in args.rows.split(",") if n]
 
-    with Stack() as stack, contextlib.ExitStack() as cleanup:
+    with Stack(kafka_security=args.kafka_security) as stack, contextlib.ExitStack() as cleanup:
         assert stack.redis is not None
         asyncio.run(load_bench_sales(stack.redis.url))
         trees: dict[str, Path] = {}

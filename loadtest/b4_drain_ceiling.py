@@ -169,7 +169,9 @@ def infra_pids(stack: Stack) -> dict[str, int | None]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    with Stack(partitions=args.partitions, keep=args.keep) as stack:
+    with Stack(
+        partitions=args.partitions, keep=args.keep, kafka_security=args.kafka_security
+    ) as stack:
         port = free_port()
         if args.backend == "null":
             argv = [sys.executable, "-m", "loadtest.b4_drain_ceiling", "--serve-null", str(port)]
@@ -262,6 +264,10 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--timeout-s", type=float, default=120.0)
     parser.add_argument("--keep", action="store_true", help="keep logs and data")
+    parser.add_argument(
+        "--kafka-security", choices=["plaintext", "sasl_ssl", "mtls"], default="plaintext",
+        help="the broker's listener (sasl_ssl: SCRAM-SHA-512 over TLS)",
+    )  # fmt: skip
     parser.add_argument("--out", help="also write the JSON summary here")
     parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()

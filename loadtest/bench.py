@@ -47,6 +47,16 @@ BENCHMARKS = [
     Benchmark(
         "B1", "admission efficiency", "loadtest.b1_admission", (), ("--quick",), "ratio", runs=1
     ),
+    # The same on a SASL_SSL (SCRAM-SHA-512) broker: what securing Kafka costs.
+    Benchmark(
+        "B1s",
+        "admission efficiency, Kafka over SASL_SSL",
+        "loadtest.b1_admission",
+        ("--kafka-security", "sasl_ssl", "--rows", "bare,gateway"),
+        ("--quick", "--kafka-security", "sasl_ssl", "--rows", "bare,gateway"),
+        "ratio",
+        runs=1,
+    ),
     Benchmark("B5", "write-path ceiling", "loadtest.b5_produce", (), ("--quick",), "ratio", runs=1),
     Benchmark(
         "B2",
@@ -72,6 +82,14 @@ BENCHMARKS = [
         "loadtest.b4_drain_ceiling",
         ("--orders", "50000"),
         ("--orders", "10000"),
+        "orders_per_s",
+    ),
+    Benchmark(
+        "B4s",
+        "drain ceiling of one consumer, Kafka over SASL_SSL",
+        "loadtest.b4_drain_ceiling",
+        ("--orders", "50000", "--kafka-security", "sasl_ssl"),
+        ("--orders", "10000", "--kafka-security", "sasl_ssl"),
         "orders_per_s",
     ),
 ]

@@ -18,7 +18,7 @@ import uuid
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -27,6 +27,7 @@ from flashgate.kafka.topics import ensure_topics, wait_for_broker  # noqa: E402
 from flashgate.settings import load_settings  # noqa: E402
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id  # noqa: E402
 from flashgate.stack.kafka_jars import ensure_kafka_jars  # noqa: E402
+from flashgate.stack.kafka_security import BrokerSecurity, Mode  # noqa: E402
 from flashgate.stack.ports import free_port, wait_for_port  # noqa: E402
 from flashgate.stack.process import ManagedProcess  # noqa: E402
 from flashgate.stack.redis_server import RedisServer  # noqa: E402
@@ -52,10 +53,24 @@ def command_line(module: str) -> str:
 
 
 class Stack(AbstractContextManager["Stack"]):
-    def __init__(self, *, kafka: bool = True, partitions: int = 6, keep: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        kafka: bool = True,
+        partitions: int = 6,
+        keep: bool = False,
+        kafka_security: str = "plaintext",
+    ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="flashgate-bench-"))
         self.keep = keep
         self.with_kafka = kafka
+        # "sasl_ssl" or "mtls": the broker's client listener, and every client, secured.
+        self.security: BrokerSecurity | None = None
+        if kafka_security in ("sasl_ssl", "mtls"):
+            mode = cast(Mode, kafka_security)
+            self.security = BrokerSecurity.prepare(mode, self.root / "kafka-tls")
+        elif kafka_security != "plaintext":
+            raise ValueError(f"unknown Kafka security {kafka_security!r}")
         self.partitions = partitions
         self.redis: RedisServer | None = None
         self.broker: KafkaBroker | None = None
@@ -75,6 +90,7 @@ class Stack(AbstractContextManager["Stack"]):
                     libs_dir=libs,
                     heap_mb=512,
                     cluster_id=new_cluster_id(libs),
+                    security=self.security,
                 )
                 self.broker.format_storage()
                 self.broker.start(self.root / "kafka.log")
@@ -124,6 +140,8 @@ class Stack(AbstractContextManager["Stack"]):
             "FLASHGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             "FLASHGATE_STACK_STATE_DIR": str(self.root / "state"),
         }
+        if self.security is not None:
+            variables.update(self.security.client_variables())
         variables.update(overrides)
         return variables
 

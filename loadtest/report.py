@@ -36,7 +36,9 @@ GOALS: dict[str, list[tuple[str, str, str]]] = {
         ("p99_s", "", ""),
         ("backend_errors", "", ""),
     ],
+    "B1s": [("ratio", "beside B1's: the admission path with Kafka over SASL_SSL", "")],
     "B4": [("orders_per_s", ">= 3,000 orders/s", "ge:3000")],
+    "B4s": [("orders_per_s", "beside B4's: one consumer with Kafka over SASL_SSL", "")],
     "B5": [("ratio", "B1 / B5: what the HTTP path costs over a bare produce loop", "")],
 }
 
@@ -123,7 +125,7 @@ def write_results(
         *[f"| {k} | {v} |" for k, v in machine.items()],
         "",
     ]
-    for key in ("B1", "B5", "B2", "B3", "B4"):
+    for key in ("B1", "B1s", "B5", "B2", "B3", "B4", "B4s"):
         if key in outcomes:
             lines += _section(outcomes[key])
     try:

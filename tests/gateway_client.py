@@ -34,7 +34,14 @@ class Answer:
     body: Any
 
 
-def new_env(kafka: KafkaBroker, redis: RedisServer, root: Path) -> ServiceEnv:
+def new_env(
+    kafka: KafkaBroker,
+    redis: RedisServer,
+    root: Path,
+    kafka_security: Mapping[str, str] | None = None,
+) -> ServiceEnv:
+    """Settings for one test; `kafka_security` are FLASHGATE_KAFKA_* variables of a secured
+    broker (tests/secured_kafka.py)."""
     suffix = uuid.uuid4().hex[:8]
     env = ServiceEnv.create(
         root,
@@ -44,6 +51,7 @@ def new_env(kafka: KafkaBroker, redis: RedisServer, root: Path) -> ServiceEnv:
         dlq_topic=f"orders-{suffix}.dlq",
         group_id=f"drain-{suffix}",
     )
+    env.variables.update(kafka_security or {})
     env.create_topics()
     return env
 

@@ -19,6 +19,7 @@ import msgspec
 import pytest
 import yaml
 
+from flashgate.secret import mask_secret
 from flashgate.settings import Settings, load_settings
 from flashgate.stack.kafka_jars import KAFKA_VERSION
 from tests.deploy_support import (
@@ -82,7 +83,7 @@ def _load(path: Any, env: dict[str, str]) -> Settings:
 
 
 def _without_addresses(settings: Settings) -> dict[str, Any]:
-    data: dict[str, Any] = msgspec.to_builtins(settings)
+    data: dict[str, Any] = msgspec.to_builtins(settings, enc_hook=mask_secret)
     for section, key in ADDRESSES | DEPLOY_SPECIFIC:
         data[section].pop(key, None)
     return data

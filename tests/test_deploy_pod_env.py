@@ -91,7 +91,8 @@ def _mounted_config(
 def test_strimzi_bootstrap_service_is_in_the_simulation(demo: list[Manifest]) -> None:
     links = namespace_service_links(namespace_services(demo))
     assert "FLASHGATE_KAFKA_BOOTSTRAP_SERVICE_HOST" in links
-    assert links["FLASHGATE_KAFKA_BOOTSTRAP_SERVICE_PORT_TCP_CLIENTS"] == "9092"
+    # The client listener is named "tls" (TLS + SCRAM, issue 13): Strimzi calls its port so.
+    assert links["FLASHGATE_KAFKA_BOOTSTRAP_SERVICE_PORT_TCP_CLIENTSTLS"] == "9092"
     assert not [name for name in links if name.startswith("FLASHGATE_KAFKA_BROKERS")]
 
 

@@ -4,7 +4,9 @@ This backs the replication settings of the compose and Kubernetes deploys
 (replication 3, `min.insync.replicas=2`, idempotent producer with acks=all):
 the leader of a partition is SIGKILLed while records are in flight, producing
 goes on, and afterwards every record the producer saw acknowledged is in the
-log exactly once, at the offset its acknowledgement named.
+log exactly once, at the offset its acknowledgement named. It runs on a
+plaintext cluster and on one whose client and inter-broker listeners are
+SASL_SSL (SCRAM-SHA-512), as the Kubernetes deploy's are.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
 from flashgate.errors import FlashgateError
-from flashgate.kafka.config import admin_config, producer_config
+from flashgate.kafka.config import admin_config, producer_config, reader_config
 from flashgate.kafka.producer import AsyncProducer
 from flashgate.kafka.topics import ensure_topics, wait_for_broker
 from flashgate.settings import KafkaSettings
 from flashgate.stack.kafka_cluster import KafkaCluster
+from flashgate.stack.kafka_security import BrokerSecurity
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -48,10 +51,22 @@ FAST_FAILOVER = {
 }
 
 
-@pytest.fixture
-def cluster(kafka_libs: Path, tmp_path: Path) -> Iterator[KafkaCluster]:
+@pytest.fixture(params=["plaintext", "sasl_ssl"])
+def cluster(
+    kafka_libs: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[KafkaCluster]:
+    security = (
+        BrokerSecurity.prepare("sasl_ssl", tmp_path / "tls")
+        if request.param == "sasl_ssl"
+        else None
+    )
     nodes = KafkaCluster.create(
-        NODES, tmp_path / "cluster", kafka_libs, heap_mb=HEAP_MB, overrides=FAST_FAILOVER
+        NODES,
+        tmp_path / "cluster",
+        kafka_libs,
+        heap_mb=HEAP_MB,
+        overrides=FAST_FAILOVER,
+        security=security,
     )
     try:
         try:
@@ -67,7 +82,8 @@ def cluster(kafka_libs: Path, tmp_path: Path) -> Iterator[KafkaCluster]:
 
 def _topic_settings(cluster: KafkaCluster) -> KafkaSettings:
     suffix = uuid.uuid4().hex[:8]
-    return KafkaSettings(
+    security = cluster.brokers[0].security
+    kafka = KafkaSettings(
         bootstrap_servers=cluster.bootstrap,
         orders_topic=f"orders-{suffix}",
         dlq_topic=f"orders-{suffix}.dlq",
@@ -77,6 +93,7 @@ def _topic_settings(cluster: KafkaCluster) -> KafkaSettings:
         # Long enough to ride out a leader election; the gateway bounds its own wait.
         message_timeout_ms=30_000,
     )
+    return kafka if security is None else security.kafka_settings(kafka)
 
 
 def _topic_config(admin: AdminClient, topic: str) -> dict[str, str]:
@@ -122,16 +139,9 @@ async def _produce(
         await wave
 
 
-def _read_back(bootstrap: str, topic: str) -> dict[tuple[int, int], bytes]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"verify-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "log_level": 3,
-        }
-    )
+def _read_back(kafka: KafkaSettings, topic: str) -> dict[tuple[int, int], bytes]:
+    group = f"verify-{uuid.uuid4().hex[:8]}"
+    consumer = Consumer(reader_config(kafka, group, group))
     try:
         ends = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
@@ -185,7 +195,7 @@ def test_a_killed_broker_loses_no_acknowledged_record(cluster: KafkaCluster) -> 
     assert undelivered == 0
     assert victim.process is not None and not victim.process.running()
 
-    stored = _read_back(cluster.bootstrap, kafka.orders_topic)
+    stored = _read_back(kafka, kafka.orders_topic)
 
     missing = {k: v for k, v in log.acked.items() if stored.get(k) != v}
     assert not missing, (

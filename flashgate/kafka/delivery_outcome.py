@@ -30,6 +30,19 @@ leader) and, deliberately, errors that can change between two attempts of the
 same record (`NOT_ENOUGH_REPLICAS` 19, `UNKNOWN_TOPIC_OR_PART` 3, the
 authorization errors 29 and 31): a retry that met one of those may follow an
 earlier attempt that was written.
+
+Authentication and TLS failures (`_AUTHENTICATION` -169,
+`SASL_AUTHENTICATION_FAILED` 58, `_SSL` -181) are deliberately not in the
+list. Measured on a SASL_SSL broker with librdkafka 2.16: a producer whose
+connection is refused (wrong password, unknown user, untrusted CA) reports
+those codes only to its error callback; its queued records stay queued and
+fail with `_MSG_TIMED_OUT`, so the codes never reach a delivery report in that
+case. Where one could, the record may already have gone out on an earlier,
+authenticated connection (a retry after a reconnect whose re-authentication
+failed: a rotated password, a revoked certificate), so the code would not
+prove it absent. The definite answer for a refused connection is given earlier
+instead: the gateway refuses an order before reserving anything while its
+producer's connection is refused (`flashgate.kafka.connection`).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from collections.abc import Collection
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from flashgate.errors import KafkaUnavailable
+from flashgate.kafka.config import reader_config
 from flashgate.settings import KafkaSettings
 
 READ_BATCH = 500
@@ -40,15 +41,14 @@ def find_keys(
     wanted = set(keys)
     if not wanted:
         return set()
+    suffix = uuid.uuid4().hex[:8]
     consumer = Consumer(
         {
-            "bootstrap.servers": kafka.bootstrap_servers,
             # Assigned partitions only: the group id is never joined or committed to.
-            "group.id": f"flashgate-record-finder-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
+            **reader_config(
+                kafka, f"flashgate-record-finder-{suffix}", f"flashgate-record-finder-{suffix}"
+            ),
             "enable.partition.eof": True,
-            "log_level": 3,
         }
     )
     deadline = time.monotonic() + timeout_s

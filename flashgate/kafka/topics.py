@@ -9,7 +9,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from flashgate.errors import KafkaUnavailable
-from flashgate.kafka.config import admin_config
+from flashgate.kafka.config import admin_config, reader_config
 from flashgate.settings import KafkaSettings
 
 
@@ -72,11 +72,7 @@ class TopicSizer:
 
     def __init__(self, kafka: KafkaSettings, cache_s: float = 2.0) -> None:
         self._consumer = Consumer(
-            {
-                **admin_config(kafka),
-                "group.id": "flashgate-topic-sizer",
-                "enable.auto.commit": False,
-            }
+            reader_config(kafka, "flashgate-topic-sizer", "flashgate-topic-sizer")
         )
         self._cache_s = cache_s
         self._cached: dict[str, tuple[float, int | None]] = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from flashgate.errors import StackError
 from flashgate.stack.kafka_jars import kafka_classpath
+from flashgate.stack.kafka_security import BrokerSecurity
 from flashgate.stack.ports import ensure_free, wait_for_port
 from flashgate.stack.process import ManagedProcess
 
@@ -52,6 +53,8 @@ class KafkaBroker:
     # `spec.port`: a proxy in front (tests/kafka_stall_proxy.py) then carries every
     # client connection. None advertises the bound port.
     advertised_port: int | None = None
+    # A secured client listener (SASL_SSL or mutual TLS) instead of PLAINTEXT.
+    security: BrokerSecurity | None = None
     _process: ManagedProcess | None = None
 
     @property
@@ -99,6 +102,12 @@ class KafkaBroker:
             "log.retention.check.interval.ms": "60000",
             "auto.create.topics.enable": "false",
         }
+        if self.security is not None:
+            props.update(
+                self.security.broker_properties(
+                    HOST, self.spec.port, self.spec.controller_port, self.bootstrap
+                )
+            )
         props.update(self.overrides)
         return props
 
@@ -118,6 +127,8 @@ class KafkaBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         text = "".join(f"{key}={value}\n" for key, value in self.properties().items())
         self._properties_path().write_text(text)
+        # It may hold the keystore's and the broker's SCRAM passwords.
+        self._properties_path().chmod(0o600)
         command = [
             self._java(),
             "-Xmx256m",
@@ -130,12 +141,16 @@ class KafkaBroker:
             "-c",
             str(self._properties_path()),
             "--ignore-formatted",
+            *(self.security.format_args() if self.security else []),
         ]
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S, check=False
         )
         if result.returncode != 0:
-            raise StackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            output = result.stdout + result.stderr
+            for secret in self.security.passwords() if self.security else []:
+                output = output.replace(secret, "***")
+            raise StackError(f"formatting Kafka storage failed:\n{output}")
 
     def start(self, log_path: Path, pid_path: Path | None = None) -> None:
         ensure_free(f"Kafka broker {self.spec.node_id}", HOST, self.spec.port)

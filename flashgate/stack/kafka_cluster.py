@@ -5,7 +5,10 @@ nodes in `controller.quorum.voters`, so the quorum is static: each node's
 storage is formatted with the same cluster id and none of `--standalone`,
 `--initial-controllers` or `--no-initial-controllers`. With three nodes the
 brokers' own properties set replication 3 and `min.insync.replicas=2` for the
-internal topics, the settings the compose and Kubernetes deploys use.
+internal topics, the settings the compose and Kubernetes deploys use. With a
+`BrokerSecurity` every node's client and inter-broker listener is secured the
+same way (one certificate for 127.0.0.1 serves every node; every node's
+storage gets the same SCRAM users), so replication runs over TLS.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
+from flashgate.stack.kafka_security import BrokerSecurity
 from flashgate.stack.ports import free_port
 
 DEFAULT_HEAP_MB = 320
@@ -48,6 +52,7 @@ class KafkaCluster:
         *,
         heap_mb: int = DEFAULT_HEAP_MB,
         overrides: dict[str, str] | None = None,
+        security: BrokerSecurity | None = None,
     ) -> KafkaCluster:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -63,6 +68,7 @@ class KafkaCluster:
                 voters=specs,
                 cluster_id=cluster_id,
                 overrides=dict(overrides or {}),
+                security=security,
             )
             for spec in specs
         ]

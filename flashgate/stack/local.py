@@ -3,22 +3,32 @@
 Order: Redis, Kafka (format once, start, await readiness, create topics), the
 reference backend, the order consumer, the gateway. On Ctrl-C, SIGTERM or the
 death of any part, everything stops in reverse order and no process is left.
+
+`stack.kafka_security` (FLASHGATE_STACK_KAFKA_SECURITY=sasl_ssl or mtls) secures
+the broker's client listener: TLS material and passwords are made once in
+`<state>/kafka-tls/`, the broker keeps its data apart (`<state>/kafka-<mode>/`,
+as its SCRAM users are made when the storage is formatted), and every process
+the stack starts gets the FLASHGATE_KAFKA_* settings to connect.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import msgspec
+
 from flashgate.errors import StackError
 from flashgate.kafka.topics import ensure_topics, wait_for_broker
 from flashgate.settings import Settings
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
 from flashgate.stack.kafka_jars import ensure_kafka_jars
+from flashgate.stack.kafka_security import BrokerSecurity
 from flashgate.stack.ports import ensure_free, wait_for_port
 from flashgate.stack.process import ManagedProcess
 from flashgate.stack.redis_server import RedisServer, ensure_redis_installed
@@ -56,6 +66,8 @@ class LocalStack:
         self.say = say
         self.parts: list[ManagedProcess] = []
         self._stop = threading.Event()
+        # The environment of every process started (secured Kafka adds its settings).
+        self.env: dict[str, str] = dict(os.environ)
 
     def _log(self, name: str) -> Path:
         return self.state / "logs" / f"{name}.log"
@@ -88,23 +100,28 @@ class LocalStack:
 
         _, kafka_port = _host_port(s.kafka.bootstrap_servers)
         libs = kafka_libs_dir(s)
+        security = self._kafka_security()
         broker = KafkaBroker(
             BrokerSpec(1, kafka_port, s.stack.kafka_controller_port),
-            data_dir=self.state / "kafka",
+            data_dir=self.state / ("kafka" if security is None else f"kafka-{security.mode}"),
             libs_dir=libs,
             heap_mb=s.stack.kafka_heap_mb,
             cluster_id=self._cluster_id(libs),
+            security=security,
         )
         broker.format_storage()
         broker.start(self._log("kafka"), self._pid("kafka"))
         self._own(broker.process)
         broker.wait_listening(KAFKA_READY_S)
-        wait_for_broker(s.kafka, KAFKA_READY_S)
-        ensure_topics(s.kafka)
+        kafka = self._client_settings(security).kafka
+        wait_for_broker(kafka, KAFKA_READY_S)
+        ensure_topics(kafka)
         self.say(
             f"kafka      {s.kafka.bootstrap_servers}  topics {s.kafka.orders_topic}, "
             f"{s.kafka.dlq_topic}"
         )
+        if security is not None:
+            self.say(f"           {security.describe()}")
 
         python = sys.executable
         backend = ManagedProcess(
@@ -126,6 +143,7 @@ class LocalStack:
             ],
             log_path=self._log("backend"),
             pid_path=self._pid("backend"),
+            env=self.env,
         )
         self._launch(backend, s.backend.host, s.backend.port)
         self.say(f"backend    http://{s.backend.host}:{s.backend.port}/stats")
@@ -135,6 +153,7 @@ class LocalStack:
             [python, "-m", "order_consumer.main"],
             log_path=self._log("consumer"),
             pid_path=self._pid("consumer"),
+            env=self.env,
         )
         consumer.start()
         self._own(consumer)
@@ -145,6 +164,7 @@ class LocalStack:
             [python, "-m", "gateway.main"],
             log_path=self._log("gateway"),
             pid_path=self._pid("gateway"),
+            env=self.env,
         )
         self._launch(gateway, s.gateway.host, s.gateway.port)
         self.say(f"gateway    http://{s.gateway.host}:{s.gateway.port}/v1/orders")
@@ -154,6 +174,20 @@ class LocalStack:
         )
         self.say(f"ops page   http://{s.admin.host}:{s.admin.port}/ops/")
         self.say(f"logs       {self.state / 'logs'}")
+
+    def _kafka_security(self) -> BrokerSecurity | None:
+        mode = self.settings.stack.kafka_security
+        if mode == "plaintext":
+            return None
+        return BrokerSecurity.prepare(mode, self.state / "kafka-tls")
+
+    def _client_settings(self, security: BrokerSecurity | None) -> Settings:
+        """The settings of every process, secured Kafka's FLASHGATE_KAFKA_* included."""
+        if security is None:
+            return self.settings
+        self.env.update(security.client_variables())
+        kafka = security.kafka_settings(self.settings.kafka)
+        return msgspec.structs.replace(self.settings, kafka=kafka)
 
     def _cluster_id(self, libs: Path) -> str:
         path = self.state / "kafka-cluster-id"
