@@ -1,6 +1,6 @@
 """A fast asyncio burst generator: send N orders as fast as one process can, record each answer.
 
-Locust saturates a core at ~2,700 req/s on this machine (FACTS.md), so bursts for
+Locust saturates a core at ~2,700 req/s on this machine (docs/FACTS.md), so bursts for
 the benchmarks come from here: aiohttp, many kept-alive connections, one record
 per request (send time, answer time, status) for the per-second plots.
 

@@ -1,6 +1,6 @@
 """Write loadtest/RESULTS.md from the benchmark outcomes: one table per benchmark.
 
-Every table names its command and the goal from ARCHITECTURE.md next to the
+Every table names its command and the goal from docs/ARCHITECTURE.md next to the
 measured figure; the hand-written discussion in loadtest/discussion.md (if
 present) is appended, so a re-run refreshes the numbers without losing it.
 
@@ -116,7 +116,7 @@ def write_results(
         + (" --quick" if quick else "")
         + f") on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
         + (f", in {elapsed_s / 60:.1f} minutes" if elapsed_s >= 0 else ", from saved summaries")
-        + ". Definitions: ARCHITECTURE.md, Benchmarks.",
+        + ". Definitions: docs/ARCHITECTURE.md, Benchmarks.",
         "Everything ran on one machine over loopback; load generator and servers share the cores, "
         "so ratios measured side by side in one run matter more than absolute figures.",
         "",

@@ -15,8 +15,8 @@ from gateway.app import create_app
 from gateway.openapi import ERROR_CODES, build_openapi
 
 GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
-# ARCHITECTURE.md's status table for POST /v1/orders.
-# The contract's table (ARCHITECTURE.md), plus 431 for oversized headers (README, limits).
+# The status table of POST /v1/orders (README, which docs/ARCHITECTURE.md points to),
+# 431 for oversized headers included.
 CONTRACT_STATUSES = {202, 400, 401, 404, 409, 413, 415, 422, 429, 431, 503}
 
 

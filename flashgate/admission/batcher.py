@@ -1,7 +1,7 @@
 """Group commit for Redis calls: requests that arrive together share one round trip.
 
 Each Redis call costs the gateway 175-240 us of Python (redis-py's layers, not
-Redis; see FACTS.md), about as much as the HTTP server itself. So a submission
+Redis; see docs/FACTS.md), about as much as the HTTP server itself. So a submission
 is not sent at once: it waits for the end of the current event-loop tick, or,
 when a call is already in flight, for that call to come back; everything
 collected by then goes out as one call. An idle gateway pays at most one loop

@@ -5,7 +5,7 @@
 logger of a `KafkaConnection`); the producer, consumer and admin builders add
 their role's properties to it, and every Kafka client of flashgate is built
 from one of them. Defaults that matter for the guarantees are set explicitly
-rather than left to the client's defaults (see FACTS.md): idempotence on,
+rather than left to the client's defaults (see docs/FACTS.md): idempotence on,
 acks=all, a bounded message timeout, and offsets stored only by the
 application. `[kafka.client]` cannot change those (`flashgate.kafka.security`).
 """
