@@ -24,9 +24,9 @@ from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.ports import free_port
 from flashgate.stack.redis_server import RedisServer
 from tests.chaos_support import backend_rows, dead_lettered
-from tests.gateway_client import OPEN_RATES, Answer, Client
+from tests.gateway_client import OPEN_RATES, Answer, Client, new_env
 from tests.kafka_stall_proxy import KafkaStallProxy, running_broker_behind_proxy
-from tests.services import ServiceEnv, Services, admin_json, load_sale, wait_until
+from tests.services import Services, admin_json, load_sale, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -54,18 +54,9 @@ def stack(
     stalling_kafka: tuple[KafkaBroker, KafkaStallProxy], redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[tuple[Services, KafkaBroker, KafkaStallProxy]]:
     broker, proxy = stalling_kafka
-    suffix = uuid.uuid4().hex[:8]
-    env = ServiceEnv.create(
-        tmp_path,
-        bootstrap=broker.bootstrap,
-        redis_url=redis_server.url,
-        orders_topic=f"orders-{suffix}",
-        dlq_topic=f"orders-{suffix}.dlq",
-        group_id=f"drain-{suffix}",
-    )
+    env = new_env(broker, redis_server, tmp_path)
     env.variables.update(FAST_SETTLING)
     env.variables["FLASHGATE_DRAIN_HEALTH_PORT"] = str(free_port())
-    env.create_topics()
     services = Services(env)
     try:
         services.start_backend()
