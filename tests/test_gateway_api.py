@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -173,17 +173,15 @@ def test_409_purchase_limit(env: ServiceEnv) -> None:
 
 
 def test_413_payload_too_large(env: ServiceEnv) -> None:
+    """A declared Content-Length over the limit. A chunked body that grows past it is
+    refused while it is read: test_bad_input sends that over a raw socket, which reads
+    the 413 even when the server closes before the client has sent everything (an
+    HTTP client library then fails its write first, about one run in ten)."""
     big = b'{"sale_id": "' + b"x" * 9000 + b'"}'
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for _ in range(64):  # 64 KiB, chunked: no Content-Length to refuse up front
-            yield b" " * 1024
 
     async def body(client: Client) -> None:
         declared = await client.call("POST", "/v1/orders", data=big)
         assert (declared.status, declared.body["error"]) == (413, "payload_too_large")
-        streamed = await client.call("POST", "/v1/orders", data=chunks())
-        assert (streamed.status, streamed.body["error"]) == (413, "payload_too_large")
 
     run(env, body)
 
