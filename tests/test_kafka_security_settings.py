@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError
 
 from flashgate.errors import ConfigError
 from flashgate.kafka.config import admin_config, consumer_config, producer_config, reader_config
-from flashgate.kafka.connection import KafkaConnection
+from flashgate.kafka.connection import Announcements, KafkaConnection
 from flashgate.kafka.security import security_properties
 from flashgate.secret import Secret, mask_secret
 from flashgate.settings import DrainSettings, KafkaSettings, load_settings
@@ -200,7 +200,7 @@ def test_a_secret_never_shows(tmp_path: Path, tls: TlsMaterial) -> None:
 def test_a_refused_connection_is_logged_once_and_its_recovery_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    connection = KafkaConnection("test-client", "SASL_SSL")
+    connection = KafkaConnection("test-client", "SASL_SSL", announcements=Announcements())
     text = (
         "sasl_ssl://127.0.0.1:1/bootstrap: SASL authentication error: test {} "
         "(after {}ms in state AUTH_REQ)"
@@ -222,7 +222,7 @@ def test_a_refused_connection_is_logged_once_and_its_recovery_once(
 
 
 def test_a_plaintext_client_at_a_tls_listener_is_named(caplog: pytest.LogCaptureFixture) -> None:
-    connection = KafkaConnection("plain", "PLAINTEXT")
+    connection = KafkaConnection("plain", "PLAINTEXT", announcements=Announcements())
     closed = (
         "127.0.0.1:1/bootstrap: Disconnected: connection closed by peer "
         "(after 1ms in state APIVERSION_QUERY)"
@@ -237,7 +237,10 @@ def test_a_plaintext_client_at_a_tls_listener_is_named(caplog: pytest.LogCapture
 
 def test_the_clients_of_a_process_say_one_refusal_once(caplog: pytest.LogCaptureFixture) -> None:
     """A producer and a consumer meeting the same untrusted CA word it differently."""
-    producer, consumer = KafkaConnection("p", "SASL_SSL"), KafkaConnection("c", "SASL_SSL")
+    # Their own process-wide registry: other tests' clients have said causes already.
+    shared = Announcements()
+    producer = KafkaConnection("p", "SASL_SSL", announcements=shared)
+    consumer = KafkaConnection("c", "SASL_SSL", announcements=shared)
     with caplog.at_level(logging.INFO, logger="flashgate.kafka"):
         consumer.on_error(
             KafkaError(-195, "b/bootstrap: error:0A000086:SSL routines::certificate verify failed")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from typing import ClassVar
 
 from confluent_kafka import KafkaError
 
@@ -52,16 +51,43 @@ def _steady(text: str) -> str:
     return _ATTEMPT_DETAIL.sub("", text)
 
 
+class Announcements:
+    """Causes already logged by some client: a process has several clients (producer,
+    admin, readers) meeting the same refusal, and one line says it."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def first(self, key: str) -> bool:
+        """True if `key` was not said yet (and it is said now)."""
+        with self._lock:
+            if key in self._keys:
+                return False
+            self._keys.add(key)
+            return True
+
+    def withdraw(self, keys: set[str]) -> None:
+        with self._lock:
+            self._keys.difference_update(keys)
+
+
+# The clients of one process share one: a line per cause per process.
+PROCESS_ANNOUNCEMENTS = Announcements()
+
+
 class KafkaConnection:
     """Error callback and logger for one librdkafka client (see the module docstring)."""
 
-    # Causes already logged by some client of this process: a process has several
-    # clients (producer, admin, readers) meeting the same refusal, one line says it.
-    _announced: ClassVar[set[str]] = set()
-    _announced_lock: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self, client: str, security_protocol: str) -> None:
+    def __init__(
+        self,
+        client: str,
+        security_protocol: str,
+        *,
+        announcements: Announcements = PROCESS_ANNOUNCEMENTS,
+    ) -> None:
         self.client = client
+        self._announcements = announcements
         self._protocol = security_protocol
         self._lock = threading.Lock()
         self._security_cause: str | None = None
@@ -129,8 +155,7 @@ class KafkaConnection:
             self.ever_connected = True
             announced, self._own_announcements = self._own_announcements, set()
         if announced:
-            with self._announced_lock:
-                self._announced.difference_update(announced)
+            self._announcements.withdraw(announced)
             log.info("%s: Kafka reachable again", self.client)
 
     def _refused(self, text: str, kind: str) -> None:
@@ -154,10 +179,8 @@ class KafkaConnection:
 
     def _announce(self, key: str) -> bool:
         """True if no client of this process has said `key` since the connection last worked."""
-        with self._announced_lock:
-            if key in self._announced:
-                return False
-            self._announced.add(key)
+        if not self._announcements.first(key):
+            return False
         with self._lock:
             self._own_announcements.add(key)
         return True
