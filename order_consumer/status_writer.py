@@ -24,12 +24,11 @@ import logging
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from flashgate.admission.keys import SaleKeys
 from flashgate.order_status import status_key
-from flashgate.redis_client import as_text
+from flashgate.redis_client import RedisClient, as_text
 from flashgate.redis_scripts.loader import RedisScripts
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ class _Update:
 
 
 class StatusWriter:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, ttl_s: int) -> None:
         self._redis = redis
         self._scripts = RedisScripts(redis, [SCRIPT])
         self._ttl_s = ttl_s

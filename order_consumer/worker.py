@@ -37,7 +37,6 @@ from typing import Any
 
 import msgspec
 from confluent_kafka import Message
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from flashgate.admission.errors import AdmissionUnavailable
@@ -46,6 +45,7 @@ from flashgate.dlq import dead_letter_headers
 from flashgate.errors import KafkaUnavailable
 from flashgate.kafka.producer import AsyncProducer
 from flashgate.order import OrderRecord, decode_record
+from flashgate.redis_client import RedisClient
 from flashgate.settings import Settings
 from order_consumer.adaptive import AdaptiveConfig, AdaptiveLimit
 from order_consumer.backend_gate import BackendGate, GateState
@@ -109,7 +109,7 @@ class Parts:
     statuses: StatusWriter
     fence: RecordFence
     watch: ConfigWatch
-    redis: Redis
+    redis: RedisClient
     consumer_id: str
 
 

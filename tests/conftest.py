@@ -16,6 +16,7 @@ import redis
 from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.kafka_jars import ensure_kafka_jars
 from flashgate.stack.ports import free_port
+from flashgate.stack.redis_cluster import RedisClusterNodes
 from flashgate.stack.redis_server import RedisServer
 from tests.gateway_client import new_env
 from tests.services import ServiceEnv, Services, running_broker
@@ -46,6 +47,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A real Redis Cluster, 3 primaries and 3 replicas, started once for the session."""
+    data = tmp_path_factory.mktemp("redis-cluster")
+    nodes = RedisClusterNodes(
+        [free_port() for _ in range(6)], [free_port() for _ in range(6)], data
+    )
+    try:
+        nodes.start(data / "logs")
+        yield nodes
+    finally:
+        nodes.stop()
 
 
 @pytest.fixture

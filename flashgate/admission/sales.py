@@ -9,13 +9,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SALES_INDEX_KEY, SaleKeys
 from flashgate.order import Name
-from flashgate.redis_client import as_text
+from flashgate.redis_client import RedisClient, as_text
 from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import SalesSettings
 
@@ -128,7 +127,7 @@ class SaleStore:
 
     def __init__(self, scripts: RedisScripts) -> None:
         self._scripts = scripts
-        self._redis: Redis = scripts.redis
+        self._redis: RedisClient = scripts.redis
 
     async def load(
         self, sale_id: str, definition: SaleDefinition, defaults: SalesSettings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from flashgate.stack.debian import ensure_command
@@ -23,6 +23,8 @@ class RedisServer:
     data_dir: Path
     # appendonly: stock reservations and idempotency keys survive a Redis restart.
     appendonly: bool = True
+    # More redis-server options (cluster or TLS), appended as given.
+    extra_args: list[str] = field(default_factory=list)
     _process: ManagedProcess | None = None
 
     @property
@@ -55,6 +57,7 @@ class RedisServer:
             "everysec",
             "--protected-mode",
             "yes",
+            *self.extra_args,
         ]
         self._process = ManagedProcess("redis", argv, log_path=log_path, pid_path=pid_path)
         self._process.start()
