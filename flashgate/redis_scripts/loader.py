@@ -28,8 +28,8 @@ from importlib import resources
 from typing import Any
 
 from redis.asyncio.client import Pipeline
-from redis.asyncio.connection import Connection
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError
 
 from flashgate.redis_client import RedisClient, forget_topology
