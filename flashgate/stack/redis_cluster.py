@@ -47,6 +47,8 @@ class RedisClusterNodes:
                 "--cluster-config-file", "nodes.conf",
                 "--cluster-port", str(bus),
                 "--cluster-node-timeout", str(self.node_timeout_ms),
+                # A replica's first sync starts at once, not after the default 5 s.
+                "--repl-diskless-sync-delay", "0",
             ]  # fmt: skip
             server = RedisServer(port, self.data_dir / f"node-{index}", extra_args=options)
             pid_path = pid_dir / f"redis-{index}.pid" if pid_dir is not None else None
@@ -77,15 +79,22 @@ class RedisClusterNodes:
         wait_until(self.replicas_linked, timeout_s, "Redis Cluster replicas")
 
     def replicas_linked(self) -> bool:
-        """Every replica that is up has its link to its primary up."""
-        for line in self.cli(self.ports[0], "CLUSTER", "NODES").splitlines():
-            fields = line.split()
-            if "slave" not in fields[2] or "fail" in fields[2]:
-                continue
-            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
-            if "master_link_status:up" not in self.cli(port, "INFO", "replication").split():
+        """Every primary serving slots streams to its replicas (first sync done)."""
+        for port in self.primaries():
+            info = self.cli(port, "INFO", "replication").split()
+            online = [line for line in info if line.startswith("slave") and "state=online" in line]
+            if len(online) < self.replicas:
                 return False
         return True
+
+    def primaries(self) -> list[int]:
+        """Ports of the primaries that serve slots now."""
+        ports = []
+        for line in self.cli(self.ports[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8:
+                ports.append(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
+        return ports
 
     def slots_ok(self, port: int) -> bool:
         try:
