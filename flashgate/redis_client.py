@@ -17,7 +17,12 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
-from redis.exceptions import ClusterDownError, SlotNotCoveredError
+from redis.exceptions import (
+    ClusterDownError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -27,6 +32,11 @@ from flashgate.settings import RedisSettings
 # What the rest of flashgate holds: either client answers the same commands, and a
 # script call or pipeline is routed by its keys' hash tag in cluster mode.
 RedisClient = Redis | RedisCluster
+
+# Every failure either client raises. redis-py's cluster errors that are not about
+# one command (no node reachable, slots not covered during a failover) derive from
+# RedisClusterException, not RedisError: callers that answer 503 catch both.
+RedisFailure = (RedisError, RedisClusterException)
 
 # Short timeouts: a request must fail fast when Redis is gone, not hang.
 SOCKET_TIMEOUT_S = 2.0
@@ -63,7 +73,10 @@ def _options(settings: RedisSettings, retries: bool) -> dict[str, Any]:
     if not retries:
         options["retry"] = Retry(NoBackoff(), 0)
     if settings.mode == "cluster":
+        # Per node. A slot without a primary (failover in progress) fails only the
+        # calls for that slot; the other primaries keep serving their sales.
         options["max_connections"] = MAX_CONNECTIONS
+        options["require_full_coverage"] = False
     return options | _tls_options(settings)
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import time
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from flashgate.redis_client import RedisFailure
 from gateway.context import GatewayContext
 from gateway.problems import json_response
 
@@ -33,7 +33,7 @@ class ReadinessProbe:
                 kafka = await asyncio.to_thread(self._context.producer.cluster_reachable, 1.0)
                 try:
                     redis = bool(await self._context.redis.ping())
-                except (RedisError, OSError):
+                except (*RedisFailure, OSError):
                     redis = False
                 self._result = {"kafka": kafka, "redis": redis}
                 self._checked_at = time.monotonic()

@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from flashgate.admission.keys import SaleKeys
 from flashgate.order_status import status_key
-from flashgate.redis_client import RedisClient, as_text
+from flashgate.redis_client import RedisClient, RedisFailure, as_text
 from flashgate.redis_scripts.loader import RedisScripts
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ class StatusWriter:
             batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
             try:
                 await self._write(batch)
-            except RedisError as exc:
+            except RedisFailure as exc:
                 self._retry_later(batch, exc)
                 return False
             self.written += len(batch)
@@ -112,7 +112,7 @@ class StatusWriter:
                     pipe.hincrby(SaleKeys.of(sale_id).counters, "delivered_orders", count)
                 await pipe.execute()
 
-    def _retry_later(self, batch: list[_Update], exc: RedisError) -> None:
+    def _retry_later(self, batch: list[_Update], exc: Exception) -> None:
         for update in reversed(batch):
             update.tries += 1
             if update.tries >= MAX_TRIES:

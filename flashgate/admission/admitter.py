@@ -14,11 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
-from redis.exceptions import RedisError
 
 from flashgate.admission.batcher import TickBatcher
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SaleKeys
+from flashgate.redis_client import RedisFailure
 from flashgate.redis_scripts.loader import NotReplicated, RedisScripts, Replication, ScriptPipeline
 from flashgate.redis_scripts.wire import RespConnection
 
@@ -211,7 +211,7 @@ class Admitter:
                 for indices in groups.values():
                     pipe.script("admit", *self._admit_call([items[i] for i in indices]))
                 replies = await pipe.execute()
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"admission failed: {exc}") from exc
         for position, (indices, reply) in enumerate(zip(groups.values(), replies, strict=True)):
             if isinstance(reply, NotReplicated):
@@ -284,7 +284,7 @@ class Admitter:
         read = self.add_confirms(pipe, reservations, adopt=adopt)
         try:
             return read(await pipe.execute())
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"confirm failed: {exc}") from exc
 
     async def release(self, reservations: Sequence[Reservation]) -> int:
@@ -294,7 +294,7 @@ class Admitter:
             for sale_id, indices in _group(reservations).items():
                 ids = [reservations[i].reservation_id for i in indices]
                 released += int(await self._scripts.call("release", SaleKeys.of(sale_id).core, ids))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"release failed: {exc}") from exc
         return released
 
@@ -310,7 +310,7 @@ class Admitter:
             if not due:
                 return []
             details: list[Any] = await redis.hmget(keys.reservations, [member for member, _ in due])
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"listing expired reservations failed: {exc}") from exc
         found: list[Expired] = []
         for (member, deadline), detail in zip(due, details, strict=True):
@@ -331,7 +331,7 @@ class Admitter:
             reply = await self._scripts.call(
                 "reap", keys, [self._now_arg(), self._keep_ms, *reservation_ids]
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"reap failed: {exc}") from exc
         return [_text(order_id) for order_id in reply]
 

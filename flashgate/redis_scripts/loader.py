@@ -32,7 +32,7 @@ from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError
 
-from flashgate.redis_client import RedisClient, forget_topology
+from flashgate.redis_client import RedisClient, RedisFailure, forget_topology
 from flashgate.redis_scripts.wire import RespConnection, pack_command
 
 Arg = str | bytes | int | float
@@ -100,7 +100,7 @@ class RedisScripts:
         except NoScriptError:
             await self.redis.script_load(script.source)
             return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
-        except RedisError as exc:
+        except RedisFailure as exc:
             await forget_topology(self.redis, exc)
             raise
 
@@ -175,7 +175,7 @@ class ScriptPipeline:
                 assert self._pipe is not None
                 # execute() resets the pipeline itself, even when it fails.
                 results = await self._pipe.execute(raise_on_error=False)
-        except RedisError as exc:
+        except RedisFailure as exc:
             await forget_topology(self._scripts.redis, exc)
             raise
         replies, results = results[len(self._calls) :], results[: len(self._calls)]
@@ -262,7 +262,7 @@ class ScriptPipeline:
                 assert call is not None
                 retry.script(*call)
             repeated = await retry.execute()
-        except RedisError as exc:
+        except RedisFailure as exc:
             repeated = [exc] * len(unloaded)
         for index, result in zip(unloaded, repeated, strict=True):
             results[index] = result
