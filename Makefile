@@ -40,7 +40,7 @@ test: prepare test-tools lint typecheck
 
 chaos: prepare
 	mkdir -p loadtest/results && rm -f loadtest/results/chaos.jsonl
-	CHAOS_RESULTS=loadtest/results/chaos.jsonl $(BIN)/pytest -m chaos tests/test_chaos.py
+	CHAOS_RESULTS=loadtest/results/chaos.jsonl $(BIN)/pytest -m chaos tests/test_chaos.py tests/test_chaos_redis_failover.py
 
 bench: $(STAMP)
 	$(BIN)/flashgate prepare --tools wrk

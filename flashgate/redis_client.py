@@ -27,6 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
+from flashgate.redis_cluster_client import FailoverSafeCluster
 from flashgate.settings import RedisSettings
 
 # What the rest of flashgate holds: either client answers the same commands, and a
@@ -58,7 +59,7 @@ def create_redis(settings: RedisSettings, *, retries: bool = True) -> RedisClien
     """
     options = _options(settings, retries)
     if settings.mode == "cluster":
-        return RedisCluster.from_url(settings.url, **options)
+        return FailoverSafeCluster.from_url(settings.url, **options)
     if settings.mode == "sentinel":
         return _sentinel_primary(settings, options)
     return Redis.from_url(settings.url, max_connections=MAX_CONNECTIONS, **options)
@@ -77,6 +78,9 @@ def _options(settings: RedisSettings, retries: bool) -> dict[str, Any]:
         # calls for that slot; the other primaries keep serving their sales.
         options["max_connections"] = MAX_CONNECTIONS
         options["require_full_coverage"] = False
+        # Follow each MOVED by moving that one slot, never by a full reset that would
+        # disconnect calls in flight (redis-py resets on every 5th MOVED by default).
+        options["reinitialize_steps"] = 0
     return options | _tls_options(settings)
 
 
@@ -126,15 +130,16 @@ def _host_port(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def forget_topology(client: RedisClient, error: BaseException) -> None:
+def forget_topology(client: RedisClient, error: BaseException) -> None:
     """After `error`, make a cluster client rediscover its slots on its next call.
 
     redis-py does this itself for single commands, but not for a pipeline run
     without retries (the gateway's): without it every later pipeline would go to
-    the dead primary again.
+    the dead primary again. Only the flag redis-py itself sets is set: closing the
+    client instead would cut the connections of concurrent calls mid-handshake.
     """
     if isinstance(client, RedisCluster) and isinstance(error, _TOPOLOGY_ERRORS):
-        await client.aclose()
+        client._initialize = True
 
 
 def redacted_url(url: str) -> str:

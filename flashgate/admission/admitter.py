@@ -213,10 +213,9 @@ class Admitter:
                 replies = await pipe.execute()
         except RedisFailure as exc:
             raise AdmissionUnavailable(f"admission failed: {exc}") from exc
-        for position, (indices, reply) in enumerate(zip(groups.values(), replies, strict=True)):
-            if isinstance(reply, NotReplicated):
+        for indices, reply in zip(groups.values(), replies, strict=True):
+            if isinstance(reply, NotReplicated):  # answered unavailable below
                 await self._give_back_unreplicated([items[i][0] for i in indices], reply)
-                replies[position] = AdmissionUnavailable(f"admission not replicated: {reply}")
         for indices, reply in zip(groups.values(), replies, strict=True):
             for index, one in zip(indices, _group_reply(reply, len(indices)), strict=True):
                 results[index] = one

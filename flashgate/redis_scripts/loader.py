@@ -101,7 +101,7 @@ class RedisScripts:
             await self.redis.script_load(script.source)
             return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
         except RedisFailure as exc:
-            await forget_topology(self.redis, exc)
+            forget_topology(self.redis, exc)
             raise
 
     def pipeline(
@@ -176,12 +176,12 @@ class ScriptPipeline:
                 # execute() resets the pipeline itself, even when it fails.
                 results = await self._pipe.execute(raise_on_error=False)
         except RedisFailure as exc:
-            await forget_topology(self._scripts.redis, exc)
+            forget_topology(self._scripts.redis, exc)
             raise
         replies, results = results[len(self._calls) :], results[: len(self._calls)]
         for result in results:
             if isinstance(result, RedisError) and not isinstance(result, NoScriptError):
-                await forget_topology(self._scripts.redis, result)
+                forget_topology(self._scripts.redis, result)
                 break
         if waits is not None:
             self._apply_waits(results, waits, replies)
