@@ -7,6 +7,7 @@ fleet of probes cannot become load on either.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from starlette.requests import Request
@@ -15,6 +16,8 @@ from starlette.responses import Response
 from flashgate.redis_client import RedisFailure
 from gateway.context import GatewayContext
 from gateway.problems import json_response
+
+log = logging.getLogger(__name__)
 
 READY_CACHE_S = 1.0
 
@@ -33,7 +36,11 @@ class ReadinessProbe:
                 kafka = await asyncio.to_thread(self._context.producer.cluster_reachable, 1.0)
                 try:
                     redis = bool(await self._context.redis.ping())
-                except (*RedisFailure, OSError):
+                except (*RedisFailure, OSError) as exc:
+                    # One line when Redis becomes unreachable (a wrong CA or password
+                    # included), not one per probe.
+                    if self._result.get("redis", True):
+                        log.warning("Redis unreachable: %s", exc)
                     redis = False
                 self._result = {"kafka": kafka, "redis": redis}
                 self._checked_at = time.monotonic()
