@@ -1,4 +1,7 @@
-"""A Redis Cluster failover mid-burst: the primary holding the sale's slot is SIGKILLed.
+"""Redis failovers mid-burst: the primary holding the sale is SIGKILLed.
+
+Two topologies: a Redis Cluster (the primary of the sale's slot) and Sentinel
+(a primary, one replica, three sentinels).
 
 Retrying storefront clients buy a sale whose demand is twice its stock; once
 some orders are accepted, the primary serving the sale's slot is killed and its
@@ -18,7 +21,7 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -28,6 +31,8 @@ from flashgate.errors import StackError
 from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.ports import free_port
 from flashgate.stack.redis_cluster import RedisClusterNodes, wait_until
+from flashgate.stack.redis_sentinel import RedisSentinelNodes
+from flashgate.stack.redis_server import RedisServer
 from tests.chaos_support import reconcile, start_burst, wait_accepted
 from tests.services import ServiceEnv, Services, load_sale
 
@@ -68,25 +73,112 @@ def _stored_per_sku(db_path: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("wait_replicas", [1, 0], ids=["wait-1", "wait-0"])
-def test_sale_primary_sigkill_mid_burst(
+def test_cluster_sale_primary_sigkill_mid_burst(
     kafka_broker: KafkaBroker, cluster: RedisClusterNodes, tmp_path: Path, wait_replicas: int
 ) -> None:
+    env = _env(tmp_path, kafka_broker, cluster.url, wait_replicas)
+    env.variables["FLASHGATE_REDIS_MODE"] = "cluster"
+    key = SaleKeys.of(SALE).core[0]
+    victim_port = cluster.primary_of(key)
+    victim = next(server for server in cluster.servers if server.port == victim_port)
+
+    def promoted() -> bool:
+        try:
+            return cluster.primary_of(key) != victim_port and cluster.slots_ok(cluster.live_port())
+        except StackError:  # no primary for the slot yet
+            return False
+
+    def recover() -> None:
+        wait_until(promoted, 60, "the replica's promotion")
+        mark("promoted")
+        # The promoted replica has no replica of its own: with wait_replicas = 1 its
+        # sales answer 503 until the old primary is back, as its replica.
+        victim.start(tmp_path / "redis-logs" / "victim-restarted.log")
+        victim.wait_listening()
+        wait_until(cluster.replicas_linked, 60, "the old primary's return as a replica")
+        mark("rejoined")
+
+    marks: dict[str, float] = {}
+    mark = _marker(marks)
+    _failover_mid_burst(
+        f"Redis Cluster primary SIGKILL, wait_replicas={wait_replicas}",
+        env, kafka_broker, tmp_path, victim, recover, marks,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("wait_replicas", [1, 0], ids=["wait-1", "wait-0"])
+def test_sentinel_failover_mid_burst(
+    kafka_broker: KafkaBroker, tmp_path: Path, wait_replicas: int
+) -> None:
+    nodes = RedisSentinelNodes(
+        [free_port() for _ in range(2)], [free_port() for _ in range(3)], tmp_path / "redis"
+    )
+    try:
+        nodes.start(tmp_path / "redis-logs")
+        nodes.wait_replicas_online(nodes.data_ports[0], 1)
+        env = _env(tmp_path, kafka_broker, "redis://127.0.0.1/0", wait_replicas)
+        env.variables |= {
+            "FLASHGATE_REDIS_MODE": "sentinel",
+            "FLASHGATE_REDIS_SENTINELS": ",".join(nodes.sentinel_addresses),
+            "FLASHGATE_REDIS_SENTINEL_MASTER": nodes.master_name,
+        }
+        victim = nodes.servers[0]
+
+        def recover() -> None:
+            wait_until(lambda: nodes.primary_port() == nodes.data_ports[1], 60, "the promotion")
+            mark("promoted")
+            # Back as a replica: the sentinels turn the old primary into one.
+            victim.start(tmp_path / "redis-logs" / "victim-restarted.log")
+            victim.wait_listening()
+            nodes.wait_replicas_online(nodes.data_ports[1], 1)
+            mark("rejoined")
+
+        marks: dict[str, float] = {}
+        mark = _marker(marks)
+        _failover_mid_burst(
+            f"Sentinel failover (primary SIGKILL), wait_replicas={wait_replicas}",
+            env, kafka_broker, tmp_path, victim, recover, marks,
+        )  # fmt: skip
+    finally:
+        nodes.stop()
+
+
+def _env(root: Path, kafka: KafkaBroker, redis_url: str, wait_replicas: int) -> ServiceEnv:
     suffix = uuid.uuid4().hex[:8]
     env = ServiceEnv.create(
-        tmp_path,
-        bootstrap=kafka_broker.bootstrap,
-        redis_url=cluster.url,
+        root,
+        bootstrap=kafka.bootstrap,
+        redis_url=redis_url,
         orders_topic=f"orders-{suffix}",
         dlq_topic=f"orders-{suffix}.dlq",
         group_id=f"drain-{suffix}",
     )
     env.variables |= {
-        "FLASHGATE_REDIS_MODE": "cluster",
         "FLASHGATE_REDIS_WAIT_REPLICAS": str(wait_replicas),
         "FLASHGATE_DRAIN_RATE_PER_S": "3000",
         "FLASHGATE_DRAIN_BURST": "300",
     }
     env.create_topics()
+    return env
+
+
+def _marker(marks: dict[str, float]) -> Callable[[str], None]:
+    def mark(name: str) -> None:
+        marks[name] = time.time()
+
+    return mark
+
+
+def _failover_mid_burst(
+    scenario: str,
+    env: ServiceEnv,
+    kafka_broker: KafkaBroker,
+    tmp_path: Path,
+    victim: RedisServer,
+    recover: Callable[[], None],
+    marks: dict[str, float],
+) -> None:
+    """Burst, SIGKILL `victim` once FAULT_AFTER orders are in, `recover`, reconcile."""
     services = Services(env)
     try:
         services.start_backend()
@@ -102,36 +194,17 @@ def test_sale_primary_sigkill_mid_burst(
                 "rates": {"sale": unlimited, "user": unlimited, "ip": unlimited},
             },
         )
-        victim_port = cluster.primary_of(SaleKeys.of(SALE).core[0])
-        victim = next(server for server in cluster.servers if server.port == victim_port)
         burst = start_burst(env.gateway_url, BUYERS, sale_id=SALE, skus=SKUS)
         assert wait_accepted(burst[1], FAULT_AFTER, 60)
         fault_at = time.time()
         assert victim.process is not None
         victim.process.send(signal.SIGKILL)
-        key = SaleKeys.of(SALE).core[0]
-
-        def promoted() -> bool:
-            try:
-                return cluster.primary_of(key) != victim_port and cluster.slots_ok(
-                    cluster.live_port()
-                )
-            except StackError:  # no primary for the slot yet
-                return False
-
-        wait_until(promoted, 60, "the replica's promotion")
-        promoted_s = time.time() - fault_at
-        # The promoted replica has no replica of its own: with wait_replicas = 1 its
-        # sales answer 503 until the old primary is back, as its replica.
-        victim.start(tmp_path / "redis-logs" / "victim-restarted.log")
-        victim.wait_listening()
-        wait_until(cluster.replicas_linked, 60, "the old primary's return as a replica")
-        rejoined_s = time.time() - fault_at
+        recover()
         thread, log = burst
         thread.join(BURST_TIMEOUT_S)
         assert not thread.is_alive(), "the burst did not finish in time"
         result = reconcile(
-            f"Redis Cluster primary SIGKILL, wait_replicas={wait_replicas}",
+            scenario,
             log,
             env.root / "backend.sqlite3",
             kafka_broker.bootstrap,
@@ -141,15 +214,14 @@ def test_sale_primary_sigkill_mid_burst(
         stored = _stored_per_sku(env.root / "backend.sqlite3")
         oversold = sum(max(0, units - UNITS_PER_SKU) for units in stored.values())
         row = result.as_dict() | {
-            "promoted_s": round(promoted_s, 1),
-            "rejoined_s": round(rejoined_s, 1),
-            "oversold": oversold,
-        }
+            f"{name}_s": round(at - fault_at, 1) for name, at in marks.items()
+        } | {"oversold": oversold}  # fmt: skip
         _record(row, tmp_path)
         assert result.lost == 0, row
         assert result.stored_twice == 0, row
         assert result.dead_lettered == 0, row
-        if wait_replicas:
+        assert 500 not in result.statuses, row
+        if env.variables["FLASHGATE_REDIS_WAIT_REPLICAS"] != "0":
             assert oversold == 0, row
         # The sale sold out through the failover: every unit found a buyer.
         assert result.accepted >= SKUS * UNITS_PER_SKU - oversold, row

@@ -130,6 +130,7 @@ class RedisClusterNodes:
         return self._run(["-p", str(port), *command])
 
     def _run(self, args: list[str]) -> str:
+        # --cluster commands take no -p; single commands go through the same path.
         binary = shutil.which("redis-cli") or "redis-cli"
         done = subprocess.run(
             [binary, "-h", HOST, *args], capture_output=True, text=True, timeout=30, check=False
