@@ -115,5 +115,10 @@ def test_cluster_orders_end_to_end_with_no_oversell(
     assert wait_until(all_delivered, timeout_s=30)
     sale = admin_json(env, "GET", f"/admin/v1/sales/{second}")
     assert (sale["accepted_orders"], sale["delivered_orders"]) == (5, 5)
+    # Ops' hand and view work on the cluster too: override, pause, overview.
+    assert admin_json(env, "PUT", "/admin/v1/drain", {"rate": 700})["override_rate"] == 700
+    assert admin_json(env, "PUT", "/admin/v1/drain", {"rate": None})["override_rate"] is None
     drain = admin_json(env, "GET", "/admin/v1/drain")
     assert drain["consumers"] >= 1
+    overview = admin_json(env, "GET", "/admin/v1/overview")
+    assert {first, second} <= set(overview["sales"])
