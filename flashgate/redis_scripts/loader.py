@@ -166,7 +166,7 @@ class ScriptPipeline:
         if not self._calls:
             return []
         # Each WAIT goes last on its node's connection, so it covers every call before it.
-        waits = self._queue_waits()
+        waits = await self._queue_waits()
         results: list[Any]
         try:
             if self._wire is not None:
@@ -188,7 +188,7 @@ class ScriptPipeline:
         await self._repeat_unloaded(results)
         return results
 
-    def _queue_waits(self) -> list[tuple[ClusterNode | None, list[int]]] | None:
+    async def _queue_waits(self) -> list[tuple[ClusterNode | None, list[int]]] | None:
         """Queue the WAITs; for each, the node it went to and the calls it covers."""
         if self._wait is None:
             return None
@@ -198,6 +198,8 @@ class ScriptPipeline:
             self._queue(wait_args)
             covered = [i for i, call in enumerate(self._calls) if call is not None]
             return [(None, covered)]
+        # The slot table is needed now, before the pipeline would load it itself.
+        await redis.initialize()
         by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
         for index, call in enumerate(self._calls):
             node = redis.get_node_from_key(_text(call[1][0])) if call and call[1] else None

@@ -8,6 +8,7 @@ death of any part, everything stops in reverse order and no process is left.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -19,9 +20,10 @@ from flashgate.kafka.topics import ensure_topics, wait_for_broker
 from flashgate.settings import Settings
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
 from flashgate.stack.kafka_jars import ensure_kafka_jars
+from flashgate.stack.local_redis import start_local_redis
 from flashgate.stack.ports import ensure_free, wait_for_port
 from flashgate.stack.process import ManagedProcess
-from flashgate.stack.redis_server import RedisServer, ensure_redis_installed
+from flashgate.stack.redis_server import ensure_redis_installed
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +52,19 @@ def _redis_port(url: str) -> int:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        say: Callable[[str], None] = print,
+        *,
+        redis_topology: str = "standalone",
+        redis_tls: bool = False,
+    ) -> None:
         self.settings = settings
+        self.redis_topology = redis_topology
+        self.redis_tls = redis_tls
+        # FLASHGATE_REDIS_* for the processes the stack starts (cluster, Sentinel, TLS).
+        self.child_env: dict[str, str] = dict(os.environ)
         self.state = settings.state_dir.resolve()
         self.say = say
         self.parts: list[ManagedProcess] = []
@@ -80,11 +93,18 @@ class LocalStack:
         s = self.settings
         self.check_ports()
         prepare(s)
-        redis = RedisServer(_redis_port(s.redis.url), self.state / "redis")
-        redis.start(self._log("redis"), self._pid("redis"))
-        self._own(redis.process)
-        redis.wait_listening()
-        self.say(f"redis      {redis.url}")
+        redis = start_local_redis(
+            self.redis_topology,
+            self.redis_tls,
+            _redis_port(s.redis.url),
+            self.state,
+            self._log,
+            self._pid,
+        )
+        for process in redis.processes:
+            self._own(process)
+        self.child_env |= redis.client_env
+        self.say(f"redis      {redis.summary}")
 
         _, kafka_port = _host_port(s.kafka.bootstrap_servers)
         libs = kafka_libs_dir(s)
@@ -126,6 +146,7 @@ class LocalStack:
             ],
             log_path=self._log("backend"),
             pid_path=self._pid("backend"),
+            env=self.child_env,
         )
         self._launch(backend, s.backend.host, s.backend.port)
         self.say(f"backend    http://{s.backend.host}:{s.backend.port}/stats")
@@ -135,6 +156,7 @@ class LocalStack:
             [python, "-m", "order_consumer.main"],
             log_path=self._log("consumer"),
             pid_path=self._pid("consumer"),
+            env=self.child_env,
         )
         consumer.start()
         self._own(consumer)
@@ -145,6 +167,7 @@ class LocalStack:
             [python, "-m", "gateway.main"],
             log_path=self._log("gateway"),
             pid_path=self._pid("gateway"),
+            env=self.child_env,
         )
         self._launch(gateway, s.gateway.host, s.gateway.port)
         self.say(f"gateway    http://{s.gateway.host}:{s.gateway.port}/v1/orders")
@@ -203,8 +226,10 @@ class LocalStack:
         self.parts.clear()
 
 
-def run_local_stack(settings: Settings) -> int:
-    stack = LocalStack(settings)
+def run_local_stack(
+    settings: Settings, *, redis_topology: str = "standalone", redis_tls: bool = False
+) -> int:
+    stack = LocalStack(settings, redis_topology=redis_topology, redis_tls=redis_tls)
     try:
         stack.start()
         print("flashgate is up; Ctrl-C stops everything.", flush=True)

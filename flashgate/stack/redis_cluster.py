@@ -32,12 +32,16 @@ class RedisClusterNodes:
     data_dir: Path
     replicas: int = 1
     node_timeout_ms: int = NODE_TIMEOUT_MS
+    # TLS: the nodes' options (tls-port, certificates) and redis-cli's (--tls, --cacert).
+    tls_server_args: Callable[[int], list[str]] | None = None
+    tls_cli_args: list[str] = field(default_factory=list)
     servers: list[RedisServer] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         """A seed node: a cluster client learns the rest from it."""
-        return f"redis://{HOST}:{self.ports[0]}/0"
+        scheme = "rediss" if self.tls_server_args else "redis"
+        return f"{scheme}://{HOST}:{self.ports[0]}/0"
 
     def start(self, log_dir: Path, pid_dir: Path | None = None) -> None:
         """Start every node and form the cluster (a stopped one restarts as it was)."""
@@ -52,6 +56,8 @@ class RedisClusterNodes:
                 # A replica's first sync starts at once, not after the default 5 s.
                 "--repl-diskless-sync-delay", "0",
             ]  # fmt: skip
+            if self.tls_server_args is not None:
+                options += self.tls_server_args(port)
             server = RedisServer(port, self.data_dir / f"node-{index}", extra_args=options)
             pid_path = pid_dir / f"redis-{index}.pid" if pid_dir is not None else None
             server.start(log_dir / f"redis-{index}.log", pid_path)
@@ -120,7 +126,10 @@ class RedisClusterNodes:
         raise StackError(f"no primary serves slot {slot}")
 
     def live_port(self) -> int:
-        """A node whose process runs (the first one may be the one a test killed)."""
+        """A node whose process runs (the first one may be the one a test killed); the
+        first port for a cluster this object did not start."""
+        if not self.servers:
+            return self.ports[0]
         for server in self.servers:
             if server.process is not None and server.process.running():
                 return server.port
@@ -133,7 +142,11 @@ class RedisClusterNodes:
         # --cluster commands take no -p; single commands go through the same path.
         binary = shutil.which("redis-cli") or "redis-cli"
         done = subprocess.run(
-            [binary, "-h", HOST, *args], capture_output=True, text=True, timeout=30, check=False
+            [binary, "-h", HOST, *self.tls_cli_args, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
         if done.returncode != 0 or done.stdout.startswith(("ERR", "Could not connect")):
             raise StackError(f"redis-cli {' '.join(args)}: {done.stdout}{done.stderr}".strip())

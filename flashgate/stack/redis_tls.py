@@ -36,6 +36,22 @@ class RedisTlsFiles:
             "--tls-replication", "yes",
         ]  # fmt: skip
 
+    @property
+    def cli_args(self) -> list[str]:
+        """redis-cli options to reach a node of this CA."""
+        return [
+            "--tls", "--cacert", str(self.ca),
+            "--cert", str(self.client_cert), "--key", str(self.client_key),
+        ]  # fmt: skip
+
+    def client_env(self) -> dict[str, str]:
+        """FLASHGATE_REDIS_* settings for a client of these certificates."""
+        return {
+            "FLASHGATE_REDIS_SSL_CA_FILE": str(self.ca),
+            "FLASHGATE_REDIS_SSL_CERT_FILE": str(self.client_cert),
+            "FLASHGATE_REDIS_SSL_KEY_FILE": str(self.client_key),
+        }
+
 
 def ensure_tls_files(directory: Path) -> RedisTlsFiles:
     """Create the CA and certificates in `directory` unless they are there already."""
