@@ -46,18 +46,17 @@ from harness import REPO, Stack, cpu_seconds, wrk
 
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleStore
+from flashgate.redis_client import create_redis
 from flashgate.redis_scripts.loader import RedisScripts
-from flashgate.settings import SalesSettings
+from flashgate.settings import RedisSettings, SalesSettings
 from flashgate.stack.ports import free_port
 
 SCRIPT = REPO / "loadtest" / "wrk" / "post_order.lua"
 OPEN = RateSpec(per_second=0, burst=1)
 
 
-async def load_bench_sales(redis_url: str) -> None:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(redis_url)
+async def load_bench_sales(redis_url: str, mode: str = "standalone") -> None:
+    redis = create_redis(RedisSettings(mode=mode, url=redis_url))
     try:
         store = SaleStore(RedisScripts(redis, admitter_module.SCRIPTS))
         rates = RatesSpec(sale=OPEN, user=OPEN, ip=OPEN)
