@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from flashgate.settings import RedisSettings
 from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.kafka_jars import ensure_kafka_jars
 from flashgate.stack.ports import free_port
@@ -61,6 +62,17 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         yield nodes
     finally:
         nodes.stop()
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def any_redis(request: pytest.FixtureRequest) -> RedisSettings:
+    """Client settings for the session's standalone Redis, then for its Redis Cluster:
+    a test taking this runs on both."""
+    if request.param == "cluster":
+        cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        return RedisSettings(mode="cluster", url=cluster.url)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return RedisSettings(url=server.url)
 
 
 @pytest.fixture

@@ -82,18 +82,9 @@ class Harness:
         return report.skus[sku].remaining
 
 
-def redis_settings(request: pytest.FixtureRequest, mode: str) -> RedisSettings:
-    """Settings for a session's standalone Redis or Redis Cluster (started on first use)."""
-    if mode == "cluster":
-        return RedisSettings(mode="cluster", url=request.getfixturevalue("redis_cluster").url)
-    return RedisSettings(url=request.getfixturevalue("redis_server").url)
-
-
-@pytest.fixture(params=["standalone", "cluster"])
-def run(
-    request: pytest.FixtureRequest,
-) -> Iterator[Callable[[Callable[[Harness], Awaitable[T]]], T]]:
-    settings = redis_settings(request, request.param)
+@pytest.fixture
+def run(any_redis: RedisSettings) -> Iterator[Callable[[Callable[[Harness], Awaitable[T]]], T]]:
+    settings = any_redis
 
     def runner(
         body: Callable[[Harness], Awaitable[T]], batching: bool = False, wire: bool = False
