@@ -11,8 +11,9 @@ CPU per order: what the gateway adds on top of the server, the figure to lower.
     .venv/bin/python loadtest/app_cost.py --seconds 5 --runs 4 \
         --variant lean:FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE=true \
         --variant redispy:FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE=false
-    .venv/bin/python loadtest/app_cost.py --redis-cluster --variant wait0: \
-        --variant wait1:FLASHGATE_REDIS_WAIT_REPLICAS=1
+    .venv/bin/python loadtest/app_cost.py --redis-cluster --variant cluster: \
+        --variant cluster-wait1:FLASHGATE_REDIS_WAIT_REPLICAS=1 \
+        --variant standalone:FLASHGATE_REDIS_MODE=standalone
 """
 
 from __future__ import annotations
@@ -165,8 +166,15 @@ def main() -> None:
                 cluster = cleanup.enter_context(_cluster(stack.root / "redis-cluster"))
                 redis = RedisSettings(mode="cluster", url=cluster.url)
             asyncio.run(load_bench_sales(redis.url, redis.mode))
+            if args.redis_cluster:  # a variant may go back to the standalone Redis
+                asyncio.run(load_bench_sales(stack.redis.url))
             extra = {"FLASHGATE_REDIS_MODE": redis.mode, "FLASHGATE_REDIS_URL": redis.url}
-            runs = uvloop.run(_compare(lambda o: stack.variables(**{**extra, **o}), variants, args))
+
+            def variables(o: dict[str, str]) -> dict[str, str]:
+                standalone = o.get("FLASHGATE_REDIS_MODE") == "standalone"
+                return stack.variables(**({} if standalone else extra), **o)
+
+            runs = uvloop.run(_compare(variables, variants, args))
     summary = {
         "benchmark": "gateway app CPU per order, no HTTP server",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

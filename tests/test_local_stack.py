@@ -5,6 +5,7 @@ It runs on free ports (never the `make up` defaults) through FLASHGATE_* variabl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -118,10 +119,21 @@ def test_up_serves_an_order_and_stops_cleanly(tmp_path: Path, kafka_libs: Path) 
         assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
         assert not list((tmp_path / "state" / "run").glob("*.pid"))
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait(timeout=30)
+        _kill_up(up)
         log.close()
+
+
+def _kill_up(up: subprocess.Popen[bytes]) -> None:
+    """After a failure: SIGKILL `flashgate up` and whatever it started (a child stuck
+    in its own shutdown, its Kafka and Redis gone at once, would outlive the test)."""
+    if up.poll() is not None:
+        return
+    children = _descendants(up.pid)
+    up.kill()
+    up.wait(timeout=30)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _request(method: str, url: str, body: object, token: str | None = None) -> object:
@@ -203,7 +215,5 @@ def test_up_with_a_redis_cluster_over_tls(tmp_path: Path, kafka_libs: Path) -> N
         time.sleep(0.5)
         assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait(timeout=30)
+        _kill_up(up)
         log.close()
