@@ -15,6 +15,7 @@ import pytest
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission.admitter import Admitter, Reservation
 from flashgate.admission.errors import AdmissionUnavailable
+from flashgate.admission.keys import SaleKeys
 from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleStore
 from flashgate.errors import ConfigError
 from flashgate.ids import new_order_id
@@ -119,3 +120,58 @@ def test_cluster_admission_waits_for_one_replica(redis_cluster: RedisClusterNode
     *answers, remaining = _admit_with_wait(settings, Replication(2, 50), lean=False)
     assert all(isinstance(answer, AdmissionUnavailable) for answer in answers), answers
     assert remaining == 5
+
+
+def test_admission_follows_a_resharding_of_its_slot(redis_cluster: RedisClusterNodes) -> None:
+    """The sale's slot moves to another primary while orders are admitted: ASK, TRYAGAIN
+    and then MOVED are followed; no call fails with anything but AdmissionUnavailable,
+    and every unit counted as reserved was admitted exactly once."""
+    key = SaleKeys.of("moving").core[0]
+    slot = int(redis_cluster.cli(redis_cluster.ports[0], "CLUSTER", "KEYSLOT", key))
+    target = next(p for p in redis_cluster.primaries() if p != redis_cluster.primary_of(key))
+
+    async def main() -> tuple[int, int, list[AdmissionUnavailable], int]:
+        redis = create_redis(RedisSettings(mode="cluster", url=redis_cluster.url), retries=False)
+        scripts = RedisScripts(redis, admitter_module.SCRIPTS)
+        sales = SaleStore(scripts)
+        admitter = Admitter(scripts, reservation_ttl_ms=30_000, batching=True)
+        await sales.load("moving", SaleDefinition(stock={"A": 100_000}, rates=OPEN),
+                         SalesSettings())  # fmt: skip
+        admitted, stop = 0, asyncio.Event()
+        errors: list[AdmissionUnavailable] = []
+
+        async def buyer(index: int) -> None:
+            nonlocal admitted
+            count = 0
+            while not stop.is_set():
+                count += 1
+                order = Reservation(new_order_id(), "moving", "A", 1, f"u{index}-{count}")
+                try:
+                    verdict = await admitter.admit(order, "1.1.1.1")
+                except AdmissionUnavailable as exc:
+                    errors.append(exc)
+                    continue
+                admitted += verdict.admitted  # after the await: no lost update
+
+        buyers = [asyncio.create_task(buyer(i)) for i in range(16)]
+        try:
+            await asyncio.to_thread(redis_cluster.move_slot, slot, target, 0.02)
+            before = admitted
+            await asyncio.sleep(0.3)  # admissions go on against the new owner
+            after = admitted - before
+        finally:
+            stop.set()
+            unexpected = [r for r in await asyncio.gather(*buyers, return_exceptions=True) if r]
+            report = await sales.report("moving")
+            await admitter.aclose()
+            await redis.flushdb()
+            await redis.aclose()
+        assert not unexpected, unexpected
+        assert report is not None
+        return admitted, after, errors, report.skus["A"].reserved
+
+    admitted, after_move, errors, reserved = asyncio.run(main())
+    assert redis_cluster.primary_of(key) == target
+    assert after_move > 0
+    assert reserved == admitted, (reserved, admitted, errors[:3])
+    assert len(errors) <= admitted // 10, errors[:3]

@@ -125,6 +125,36 @@ class RedisClusterNodes:
                     return int(fields[1].split("@")[0].rsplit(":", 1)[1])
         raise StackError(f"no primary serves slot {slot}")
 
+    def move_slot(self, slot: int, to_port: int, key_pause_s: float = 0.0) -> None:
+        """Move one slot to the primary on `to_port` the way resharding does: mark it
+        importing and migrating, MIGRATE its keys one by one (`key_pause_s` apart, so
+        clients meet ASK and TRYAGAIN meanwhile), then assign it on every primary."""
+        from_port = next(port for port in self.primaries() if self._serves(port, slot))
+        if from_port == to_port:
+            return
+        source, target = (
+            self.cli(port, "CLUSTER", "MYID").strip() for port in (from_port, to_port)
+        )
+        self.cli(to_port, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", source)
+        self.cli(from_port, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", target)
+        while keys := self.cli(from_port, "CLUSTER", "GETKEYSINSLOT", str(slot), "10").split():
+            for key in keys:
+                self.cli(from_port, "MIGRATE", HOST, str(to_port), key, "0", "5000")
+                time.sleep(key_pause_s)
+        for port in self.primaries():
+            self.cli(port, "CLUSTER", "SETSLOT", str(slot), "NODE", target)
+
+    def _serves(self, port: int, slot: int) -> bool:
+        for line in self.cli(port, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "myself" not in fields[2]:
+                continue
+            for span in fields[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low):
+                    return True
+        return False
+
     def live_port(self) -> int:
         """A node whose process runs (the first one may be the one a test killed); the
         first port for a cluster this object did not start."""
