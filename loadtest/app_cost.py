@@ -26,7 +26,7 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import uvloop
 from b1_admission import load_bench_sales
-from harness import Stack
+from harness import Stack, redis_cluster
 
 from flashgate.settings import RedisSettings, load_settings
-from flashgate.stack.ports import free_port
-from flashgate.stack.redis_cluster import RedisClusterNodes
 from gateway.app import create_app
 
 BODY = (
@@ -163,7 +161,7 @@ def main() -> None:
             assert stack.redis is not None
             redis = RedisSettings(url=stack.redis.url)
             if args.redis_cluster:
-                cluster = cleanup.enter_context(_cluster(stack.root / "redis-cluster"))
+                cluster = cleanup.enter_context(redis_cluster(stack.root / "redis-cluster"))
                 redis = RedisSettings(mode="cluster", url=cluster.url)
             asyncio.run(load_bench_sales(redis.url, redis.mode))
             if args.redis_cluster:  # a variant may go back to the standalone Redis
@@ -192,18 +190,6 @@ def main() -> None:
         },
     }
     print(json.dumps(summary, indent=2))
-
-
-@contextlib.contextmanager
-def _cluster(data_dir: Path) -> Iterator[RedisClusterNodes]:
-    nodes = RedisClusterNodes(
-        [free_port() for _ in range(6)], [free_port() for _ in range(6)], data_dir
-    )
-    try:
-        nodes.start(data_dir / "logs")
-        yield nodes
-    finally:
-        nodes.stop()
 
 
 if __name__ == "__main__":
