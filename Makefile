@@ -7,6 +7,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
+# FLASHGATE_STACK_REDIS=cluster|sentinel and FLASHGATE_STACK_REDIS_TLS=1 pick the local
+# Redis for `make up`: flags of `flashgate up`, not settings, so no command sees them.
+unexport FLASHGATE_STACK_REDIS FLASHGATE_STACK_REDIS_TLS
+
 .PHONY: up test test-tools chaos lint typecheck prepare bench bench-quick clean
 
 $(STAMP): pyproject.toml requirements.lock
@@ -19,7 +23,9 @@ prepare: $(STAMP)
 	$(BIN)/flashgate prepare
 
 up: prepare
-	$(BIN)/flashgate up
+	$(BIN)/flashgate up \
+	  --redis $(or $(FLASHGATE_STACK_REDIS),standalone) \
+	  $(if $(filter 1 yes true,$(FLASHGATE_STACK_REDIS_TLS)),--redis-tls)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -42,7 +48,7 @@ test: prepare test-tools lint typecheck
 
 chaos: prepare
 	mkdir -p loadtest/results && rm -f loadtest/results/chaos.jsonl
-	CHAOS_RESULTS=loadtest/results/chaos.jsonl $(BIN)/pytest -m chaos tests/test_chaos.py
+	CHAOS_RESULTS=loadtest/results/chaos.jsonl $(BIN)/pytest -m chaos tests/test_chaos.py tests/test_chaos_redis_failover.py
 
 bench: $(STAMP)
 	$(BIN)/flashgate prepare --tools wrk

@@ -17,10 +17,11 @@ from flashgate.ops.commands import add_ops_commands
 from flashgate.settings import Settings, load_settings
 from flashgate.stack.debian import ensure_command
 from flashgate.stack.local import prepare, run_local_stack
+from flashgate.stack.local_redis import TOPOLOGIES
 
 
 def cmd_up(args: argparse.Namespace, settings: Settings) -> int:
-    return run_local_stack(settings)
+    return run_local_stack(settings, redis_topology=args.redis, redis_tls=args.redis_tls)
 
 
 # command -> Debian package. promtool comes with prometheus; tests run both
@@ -48,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="settings file (default: ./flashgate.toml if present)")
     commands = parser.add_subparsers(dest="command", required=True)
     up = commands.add_parser("up", help="start Redis, Kafka, backend, consumer and gateway")
+    up.add_argument(
+        "--redis",
+        choices=TOPOLOGIES,
+        default="standalone",
+        help="Redis topology (make up: FLASHGATE_STACK_REDIS)",
+    )
+    up.add_argument(
+        "--redis-tls",
+        action="store_true",
+        help="Redis over TLS only (make up: FLASHGATE_STACK_REDIS_TLS=1)",
+    )
     up.set_defaults(run=cmd_up)
     prep = commands.add_parser("prepare", help="install Redis and fetch Kafka's jars, then exit")
     prep.add_argument(

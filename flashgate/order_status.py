@@ -16,9 +16,8 @@ from collections.abc import Sequence
 from typing import Literal, Protocol
 
 import msgspec
-from redis.asyncio import Redis
 
-from flashgate.redis_client import as_text
+from flashgate.redis_client import RedisClient, as_text
 from flashgate.redis_scripts.loader import RedisScripts
 
 Status = Literal["pending", "accepted", "delivered", "failed"]
@@ -62,7 +61,7 @@ def status_key(order_id: str) -> str:
 class OrderStatusStore:
     """Read and write order status hashes."""
 
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, ttl_s: int) -> None:
         self._redis = redis
         self._ttl_s = ttl_s
         self._ttl_arg = str(ttl_s)

@@ -126,9 +126,56 @@ class KafkaSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
         check_kafka_settings(self)
 
 
+REDIS_MODES = ("standalone", "cluster", "sentinel")
+REDIS_WAIT_TIMEOUT_MS = 500
+
+
 class RedisSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """How every flashgate process reaches Redis (see `flashgate.redis_client`).
+
+    `url`: `redis://` or `rediss://` (TLS), with an ACL user and password when Redis
+    asks for them (`rediss://user:secret@host:6380/0`). In cluster mode it names any
+    seed node (and the database must be 0); in sentinel mode only its scheme, user,
+    password and database count: the primary is asked of the `sentinels`.
+    """
+
+    mode: str = "standalone"
     url: str = f"redis://127.0.0.1:{REDIS_PORT}/0"
+    # TLS (rediss://): the CA that signed Redis' certificate; a client certificate and
+    # key when Redis asks for one (tls-auth-clients).
+    ssl_ca_file: str = ""
+    ssl_cert_file: str = ""
+    ssl_key_file: str = ""
+    # Sentinel mode: "host:port" of each sentinel, and the name of the watched primary.
+    sentinels: list[str] = msgspec.field(default_factory=list)
+    sentinel_master: str = ""
+    # Admission is answered only once this many replicas hold it (WAIT); 0 = do not wait.
+    wait_replicas: int = 0
+    # A WAIT that is not satisfied within this answers 503 and gives the units back.
+    wait_timeout_ms: int = REDIS_WAIT_TIMEOUT_MS
     order_status_ttl_s: int = ORDER_STATUS_TTL_S
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError here into a ValidationError naming the section.
+        if self.mode not in REDIS_MODES:
+            raise ValueError(f"redis.mode must be one of {', '.join(REDIS_MODES)}")
+        scheme = self.url.partition("://")[0]
+        if scheme not in ("redis", "rediss"):
+            raise ValueError("redis.url must start with redis:// or rediss://")
+        if self.mode == "sentinel" and not (self.sentinels and self.sentinel_master):
+            raise ValueError("redis.mode = sentinel needs sentinels and sentinel_master")
+        for address in self.sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"redis.sentinels: {address!r} is not host:port")
+        if bool(self.ssl_cert_file) != bool(self.ssl_key_file):
+            raise ValueError("redis.ssl_cert_file and redis.ssl_key_file go together")
+        if self.wait_replicas < 0 or self.wait_timeout_ms <= 0:
+            raise ValueError("redis.wait_replicas must be >= 0 and wait_timeout_ms > 0")
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("rediss://")
 
 
 DRAIN_MAX_IN_FLIGHT = 1_000

@@ -15,9 +15,6 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from redis.asyncio import Redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -31,7 +28,8 @@ from flashgate.admission.idempotency import IdempotencyStore
 from flashgate.admission.sales import SaleStore
 from flashgate.kafka.config import producer_config
 from flashgate.order_status import OrderStatusStore
-from flashgate.redis_scripts.loader import RedisScripts
+from flashgate.redis_client import RedisClient, create_redis, describe
+from flashgate.redis_scripts.loader import RedisScripts, Replication
 from flashgate.settings import RedisSettings, Settings
 from gateway.auth import BearerAuth
 from gateway.context import GatewayContext
@@ -58,17 +56,10 @@ ACK_GRACE_S = 1.0
 FIRST_ANSWER_WAIT_S = 3.0
 
 
-def create_gateway_redis(settings: RedisSettings) -> Redis:
+def create_gateway_redis(settings: RedisSettings) -> RedisClient:
     # No automatic retries: a retried admission or confirm after a timeout could
     # apply twice. A failed call is a 503 and the storefront retries instead.
-    return Redis.from_url(
-        settings.url,
-        socket_timeout=2.0,
-        socket_connect_timeout=2.0,
-        health_check_interval=30,
-        max_connections=256,
-        retry=Retry(NoBackoff(), 0),
-    )
+    return create_redis(settings, retries=False)
 
 
 def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> Starlette:
@@ -91,8 +82,16 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
         scripts = RedisScripts(
             redis, (*admitter_module.SCRIPTS, *idempotency_module.SCRIPTS, *order_status.SCRIPTS)
         )
+        log.info("admission state in %s", describe(settings.redis))
         # One dedicated connection per batcher (each has one call in flight at a time).
-        lean = gateway.admission_batching and gateway.admission_lean_wire
+        # The lean wire speaks plain TCP to one standalone server: cluster, Sentinel
+        # and TLS go through redis-py.
+        lean = (
+            gateway.admission_batching
+            and gateway.admission_lean_wire
+            and settings.redis.mode == "standalone"
+            and scripts.lean_wire_possible
+        )
         admitter = Admitter(
             scripts,
             reservation_ttl_ms=gateway.reservation_ttl_s * 1000,
@@ -102,6 +101,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             observe_batch=metrics.batch_size.observe,
             observe_seconds=metrics.admit_seconds.observe,
             wire=scripts.wire() if lean else None,
+            wait=Replication(settings.redis.wait_replicas, settings.redis.wait_timeout_ms),
         )
         # A pending claim outlives the longest a request can take, no longer.
         idempotency = IdempotencyStore(

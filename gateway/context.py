@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from flashgate.admission.admitter import Admitter
 from flashgate.admission.idempotency import IdempotencyStore
 from flashgate.order_status import OrderStatusStore
+from flashgate.redis_client import RedisClient
 from flashgate.settings import Settings
 from gateway.metrics import GatewayMetrics
 from gateway.producer import OrderProducer
@@ -20,7 +19,7 @@ from gateway.soldout import SoldOutCache
 class GatewayContext:
     settings: Settings
     producer: OrderProducer
-    redis: Redis
+    redis: RedisClient
     statuses: OrderStatusStore
     admitter: Admitter
     idempotency: IdempotencyStore

@@ -7,14 +7,17 @@ fleet of probes cannot become load on either.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from flashgate.redis_client import RedisFailure
 from gateway.context import GatewayContext
 from gateway.problems import json_response
+
+log = logging.getLogger(__name__)
 
 READY_CACHE_S = 1.0
 
@@ -40,7 +43,11 @@ class ReadinessProbe:
                     causes["kafka"] = producer.connection.cause or "no answer from Kafka"
                 try:
                     redis = bool(await self._context.redis.ping())
-                except (RedisError, OSError) as exc:
+                except (*RedisFailure, OSError) as exc:
+                    # One line when Redis becomes unreachable (a wrong CA or password
+                    # included), not one per probe.
+                    if self._result.get("redis", True):
+                        log.warning("Redis unreachable: %s", exc)
                     redis = False
                     causes["redis"] = type(exc).__name__
                 self._result = {"kafka": kafka, "redis": redis}

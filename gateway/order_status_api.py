@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from flashgate.drain import progress
 from flashgate.ids import is_order_id
+from flashgate.redis_client import RedisFailure
 from gateway.context import GatewayContext
 from gateway.problems import ApiError, json_response, unavailable
 
@@ -28,7 +28,7 @@ async def get_order(request: Request) -> Response:
         raise ApiError(404, "not_found", "no such order")
     try:
         status = await context.statuses.get(order_id)
-    except RedisError:
+    except RedisFailure:
         raise unavailable("order status is unavailable right now") from None
     if status is None:
         raise ApiError(404, "not_found", "no such order")
@@ -49,7 +49,7 @@ async def get_order(request: Request) -> Response:
 async def _position(context: GatewayContext, partition: int, offset: int) -> Mapping[str, object]:
     try:
         drain = await progress.read(context.redis, context.settings.drain.group_id)
-    except RedisError:
+    except RedisFailure:
         return {}
     if drain is None:
         return {}

@@ -24,7 +24,6 @@ import math
 import time
 
 import msgspec
-from redis.exceptions import RedisError
 from starlette.types import Receive, Scope, Send
 
 from flashgate.admission.admitter import Reservation, Verdict
@@ -34,6 +33,7 @@ from flashgate.errors import KafkaOutcomeUnknown, KafkaUnavailable
 from flashgate.ids import new_order_id
 from flashgate.order import OrderRecord, OrderRequest, encode_record
 from flashgate.order_status import NOT_STORED
+from flashgate.redis_client import RedisFailure
 from gateway.auth import CALLER_SCOPE_KEY
 from gateway.body import check_declared_length, receive_limited_body
 from gateway.context import GatewayContext
@@ -204,7 +204,7 @@ async def _answer_from_status(context: GatewayContext, claim: Claim) -> Answer |
     "not stored" (the retry may place it)."""
     try:
         status = await context.statuses.get(claim.order_id)
-    except RedisError as exc:
+    except RedisFailure as exc:
         raise AdmissionUnavailable(f"reading the order's status failed: {exc}") from exc
     if status is None or status.status == "pending":
         context.metrics.decision("outcome_unknown")

@@ -32,8 +32,6 @@ from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from redis.exceptions import RedisError
-
 from flashgate.admission.admitter import Admitter, Expired, Reservation
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.sales import SaleStore
@@ -41,6 +39,7 @@ from flashgate.errors import KafkaUnavailable
 from flashgate.ids import order_id_time_ms
 from flashgate.kafka.record_finder import find_keys
 from flashgate.order_status import OrderStatusStore
+from flashgate.redis_client import RedisFailure
 from flashgate.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -185,7 +184,7 @@ class Reaper:
                     await self._statuses.mark_accepted(order_id, accepted_at, sale_id=sale_id)
                 else:
                     await self._statuses.mark_unsettled([order_id], "not_stored", sale_id=sale_id)
-            except RedisError as exc:
+            except RedisFailure as exc:
                 log.warning("%d order statuses not written yet: %s", len(self._unwritten), exc)
                 return
             self._unwritten.popleft()

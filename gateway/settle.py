@@ -31,7 +31,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
 
 from flashgate.admission.admitter import Admitter, Confirmation, Reservation
 from flashgate.admission.batcher import TickBatcher
@@ -40,6 +39,7 @@ from flashgate.admission.idempotency import Claim, IdempotencyStore
 from flashgate.errors import KafkaOutcomeUnknown, KafkaRefused, KafkaUnavailable
 from flashgate.kafka.producer import DeliveredRecord
 from flashgate.order_status import OrderStatusStore
+from flashgate.redis_client import RedisFailure
 from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.redis_scripts.wire import RespConnection
 from gateway.soldout import SoldOutCache
@@ -276,7 +276,7 @@ class Settler:
             )
             if order.claim is not None:
                 await self._idempotency.release(order.claim)
-        except (AdmissionUnavailable, RedisError) as exc:
+        except (AdmissionUnavailable, *RedisFailure) as exc:
             log.error("order %s: undoing the fenced order's answer failed: %s",
                       reservation.reservation_id, exc)  # fmt: skip
 

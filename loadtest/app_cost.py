@@ -8,17 +8,25 @@ loop, against a real Redis and Kafka broker, and reports the event-loop thread's
 CPU per order: what the gateway adds on top of the server, the figure to lower.
 
     .venv/bin/python loadtest/app_cost.py --seconds 10 --runs 3
+    .venv/bin/python loadtest/app_cost.py --seconds 5 --runs 4 \
+        --variant lean:FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE=true \
+        --variant redispy:FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE=false
+    .venv/bin/python loadtest/app_cost.py --redis-cluster --variant cluster: \
+        --variant cluster-wait1:FLASHGATE_REDIS_WAIT_REPLICAS=1 \
+        --variant standalone:FLASHGATE_REDIS_MODE=standalone
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import uvloop
 from b1_admission import load_bench_sales
-from harness import Stack, command_line
+from harness import Stack, command_line, redis_cluster
 
-from flashgate.settings import load_settings
+from flashgate.settings import RedisSettings, load_settings
 from gateway.app import create_app
 
 BODY = (
@@ -100,6 +108,34 @@ async def _measure(settings: Any, args: argparse.Namespace) -> list[dict[str, An
         return [await _run(app, args.seconds, args.concurrency) for _ in range(args.runs)]
 
 
+def _variants(specs: list[str], common: dict[str, str]) -> dict[str, dict[str, str]]:
+    """`NAME:FLASHGATE_X=Y,FLASHGATE_Z=W` -> name -> overrides (on top of `--set`)."""
+    if not specs:
+        return {"app": common}
+    variants = {}
+    for spec in specs:
+        name, _, items = spec.partition(":")
+        pairs = dict(item.split("=", 1) for item in items.split(",") if item)
+        variants[name] = {**common, **pairs}
+    return variants
+
+
+async def _compare(
+    variables: Callable[[dict[str, str]], dict[str, str]],
+    variants: dict[str, dict[str, str]],
+    args: argparse.Namespace,
+) -> dict[str, list[dict[str, Any]]]:
+    """Each variant's runs, interleaved round by round (this machine drifts)."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+    one_run = argparse.Namespace(**{**vars(args), "runs": 1})
+    for round_ in range(args.runs):
+        for name, overrides in variants.items():
+            one_run.quick = args.quick or round_ > 0 or name != next(iter(variants))
+            settings = load_settings(environ=variables(overrides))
+            runs[name] += await _measure(settings, one_run)
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -110,24 +146,48 @@ def main() -> None:
                         help="use the Redis and Kafka of FLASHGATE_* (sale loaded)")  # fmt: skip
     parser.add_argument("--set", action="append", default=[], metavar="FLASHGATE_X=Y",
                         help="a settings override for the app (repeatable)")  # fmt: skip
+    parser.add_argument("--variant", action="append", default=[],
+                        metavar="NAME:FLASHGATE_X=Y,...",
+                        help="variants to compare, interleaved per round (repeatable)")  # fmt: skip
+    parser.add_argument("--redis-cluster", action="store_true",
+                        help="on a local Redis Cluster of 3 primaries + 3 replicas")  # fmt: skip
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
+    variants = _variants(args.variant, overrides)
     if args.existing:
-        runs = uvloop.run(_measure(load_settings(environ={**os.environ, **overrides}), args))
+        runs = uvloop.run(_compare(lambda o: {**os.environ, **o}, variants, args))
     else:
-        with Stack() as stack:
+        with Stack() as stack, contextlib.ExitStack() as cleanup:
             assert stack.redis is not None
-            asyncio.run(load_bench_sales(stack.redis.url))
-            settings = load_settings(environ=stack.variables(**overrides))
-            runs = uvloop.run(_measure(settings, args))
+            redis = RedisSettings(url=stack.redis.url)
+            if args.redis_cluster:
+                cluster = cleanup.enter_context(redis_cluster(stack.root / "redis-cluster"))
+                redis = RedisSettings(mode="cluster", url=cluster.url)
+            asyncio.run(load_bench_sales(redis.url, redis.mode))
+            if args.redis_cluster:  # a variant may go back to the standalone Redis
+                asyncio.run(load_bench_sales(stack.redis.url))
+            extra = {"FLASHGATE_REDIS_MODE": redis.mode, "FLASHGATE_REDIS_URL": redis.url}
+
+            def variables(o: dict[str, str]) -> dict[str, str]:
+                standalone = o.get("FLASHGATE_REDIS_MODE") == "standalone"
+                return stack.variables(**({} if standalone else extra), **o)
+
+            runs = uvloop.run(_compare(variables, variants, args))
     summary = {
         "benchmark": "gateway app CPU per order, no HTTP server",
         "command": command_line("loadtest.app_cost"),
         "concurrency": args.concurrency,
-        "overrides": overrides,
-        "loop_cpu_us_per_order": statistics.median(r["loop_cpu_us_per_order"] for r in runs),
-        "orders_per_s": statistics.median(r["orders_per_s"] for r in runs),
-        "runs": runs,
+        "variants": {
+            name: {
+                "overrides": variants[name],
+                "loop_cpu_us_per_order": statistics.median(
+                    r["loop_cpu_us_per_order"] for r in runs[name]
+                ),
+                "orders_per_s": statistics.median(r["orders_per_s"] for r in runs[name]),
+                "runs": runs[name],
+            }
+            for name in variants
+        },
     }
     print(json.dumps(summary, indent=2))
 

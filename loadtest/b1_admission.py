@@ -15,6 +15,8 @@ Rows:
   gateway-redispy   batched, but the batches go through redis-py (`admission_lean_wire = false`)
   gateway-nobatch   `admission_batching = false`: one redis-py call per step and request
   gateway-idem      the full path with a unique Idempotency-Key on every request
+  gateway-cluster   the full path on a local Redis Cluster (3 primaries + 3 replicas)
+  gateway-cluster-wait1   the same with `wait_replicas = 1` (a WAIT per node and batch)
   soldout-flag      a sold-out rush (every answer 409) with the local sold-out memory
   soldout-noflag    the same with `sold_out_cache_ms = 0` (Redis answers every 409)
   bare-uvicorn / gateway-uvicorn   the same app on uvicorn + httptools (if installed)
@@ -42,22 +44,21 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import REPO, Stack, command_line, cpu_seconds, wrk
+from harness import REPO, Stack, command_line, cpu_seconds, redis_cluster, wrk
 
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleStore
+from flashgate.redis_client import create_redis
 from flashgate.redis_scripts.loader import RedisScripts
-from flashgate.settings import SalesSettings
+from flashgate.settings import RedisSettings, SalesSettings
 from flashgate.stack.ports import free_port
 
 SCRIPT = REPO / "loadtest" / "wrk" / "post_order.lua"
 OPEN = RateSpec(per_second=0, burst=1)
 
 
-async def load_bench_sales(redis_url: str) -> None:
-    from redis.asyncio import Redis
-
-    redis = Redis.from_url(redis_url)
+async def load_bench_sales(redis_url: str, mode: str = "standalone") -> None:
+    redis = create_redis(RedisSettings(mode=mode, url=redis_url))
     try:
         store = SaleStore(RedisScripts(redis, admitter_module.SCRIPTS))
         rates = RatesSpec(sale=OPEN, user=OPEN, ip=OPEN)
@@ -69,7 +70,10 @@ async def load_bench_sales(redis_url: str) -> None:
 
 
 def _rows(
-    stack: Stack, names: list[str], trees: dict[str, Path] | None = None
+    stack: Stack,
+    names: list[str],
+    trees: dict[str, Path] | None = None,
+    cluster_url: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Start one server per row; return name -> {url, pid, env for wrk}."""
     python = sys.executable
@@ -92,7 +96,11 @@ def _rows(
                 "gateway-nobatch": {"FLASHGATE_GATEWAY_ADMISSION_BATCHING": "false"},
                 "gateway-redispy": {"FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE": "false"},
                 "soldout-noflag": {"FLASHGATE_GATEWAY_SOLD_OUT_CACHE_MS": "0"},
+                "gateway-cluster-wait1": {"FLASHGATE_REDIS_WAIT_REPLICAS": "1"},
             }.get(name, {})
+            if name.startswith("gateway-cluster"):
+                assert cluster_url is not None
+                overrides |= {"FLASHGATE_REDIS_MODE": "cluster", "FLASHGATE_REDIS_URL": cluster_url}
             process, port, _ = stack.start_gateway(**overrides)
             if name == "gateway-idem":
                 wrk_env["IDEMPOTENCY"] = "1"
@@ -168,7 +176,11 @@ def main() -> None:
             name = f"gateway@{args.compare_ref}"
             trees[name] = cleanup.enter_context(_worktree(args.compare_ref, stack.root))
             names.append(name)
-        rows = _rows(stack, names, trees)
+        cluster_url = None
+        if any(name.startswith("gateway-cluster") for name in names):
+            cluster_url = cleanup.enter_context(redis_cluster(stack.root / "redis-cluster")).url
+            asyncio.run(load_bench_sales(cluster_url, "cluster"))
+        rows = _rows(stack, names, trees, cluster_url)
         # Warm up: connections and caches everywhere, and the broker's JIT compiler,
         # which otherwise burns most of a core for the first tens of seconds of
         # produce traffic, on the core the load generator and Redis share.

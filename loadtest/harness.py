@@ -7,6 +7,7 @@ The broker and Redis are started the same way as the test fixtures start them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from types import TracebackType
@@ -30,6 +32,7 @@ from flashgate.stack.kafka_jars import ensure_kafka_jars  # noqa: E402
 from flashgate.stack.kafka_security import BrokerSecurity, Mode  # noqa: E402
 from flashgate.stack.ports import free_port, wait_for_port  # noqa: E402
 from flashgate.stack.process import ManagedProcess  # noqa: E402
+from flashgate.stack.redis_cluster import RedisClusterNodes  # noqa: E402
 from flashgate.stack.redis_server import RedisServer  # noqa: E402
 
 ADMIN_TOKEN = "loadtest-admin-token"
@@ -225,3 +228,16 @@ def cpu_seconds(pid: int) -> float:
     import os
 
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def redis_cluster(data_dir: Path) -> Iterator[RedisClusterNodes]:
+    """A local Redis Cluster (3 primaries, 3 replicas) on free ports, stopped on exit."""
+    nodes = RedisClusterNodes(
+        [free_port() for _ in range(6)], [free_port() for _ in range(6)], data_dir
+    )
+    try:
+        nodes.start(data_dir / "logs")
+        yield nodes
+    finally:
+        nodes.stop()

@@ -15,10 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
-from redis.exceptions import RedisError
 
 from flashgate.drain.control import DrainControl, DrainOverride
 from flashgate.errors import ConfigError
+from flashgate.redis_client import RedisFailure
 from flashgate.settings import DrainSettings, Settings
 from order_consumer.schedule import Schedule
 
@@ -111,7 +111,7 @@ class ConfigWatch:
     async def _poll_override(self) -> None:
         try:
             override = await self._control.get()
-        except RedisError as exc:
+        except RedisFailure as exc:
             if self._redis_ok:
                 log.warning("drain override unreadable, keeping %s: %s", self.override, exc)
             self._redis_ok = False

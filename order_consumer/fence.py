@@ -19,11 +19,10 @@ per event-loop tick, since a poll starts many jobs at once.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from flashgate.admission.admitter import Admitter, Confirmation, Reservation
 from flashgate.admission.batcher import TickBatcher
 from flashgate.order import OrderRecord
+from flashgate.redis_client import RedisClient
 from flashgate.redis_scripts.loader import RedisScripts
 
 FENCED_REASON = "late_record_after_release"
@@ -31,7 +30,7 @@ BATCH_MAX = 500
 
 
 class RecordFence:
-    def __init__(self, redis: Redis, *, settled_keep_ms: int) -> None:
+    def __init__(self, redis: RedisClient, *, settled_keep_ms: int) -> None:
         # Only confirm.lua is used; the reservation TTL is the gateway's business.
         self._admitter = Admitter(
             RedisScripts(redis, ("confirm",)),

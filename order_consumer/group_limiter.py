@@ -25,9 +25,8 @@ import random
 from collections import deque
 from collections.abc import Callable
 
-from redis.exceptions import RedisError
-
 from flashgate.drain.keys import limiter_key
+from flashgate.redis_client import RedisFailure
 from flashgate.redis_scripts.loader import RedisScripts
 
 log = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ class GroupLimiter:
             want = min(waiting, self.batch_size())
             try:
                 granted, wait_s = await self._take(want, min(waiting, self._burst))
-            except RedisError as exc:
+            except RedisFailure as exc:
                 log.warning("drain limiter: Redis unavailable, holding deliveries: %s", exc)
                 await asyncio.sleep(REDIS_RETRY_S)
                 continue

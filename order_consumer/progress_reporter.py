@@ -16,9 +16,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from flashgate.drain import progress
+from flashgate.redis_client import RedisClient
 from order_consumer.kafka_source import EndOffsets
 from order_consumer.offsets import OffsetTracker
 from order_consumer.rate_policy import RateDecision
@@ -69,7 +68,7 @@ class Snapshot:
 class ProgressReporter:
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         group_id: str,
         consumer_id: str,
         end_offsets: EndOffsets,

@@ -24,12 +24,11 @@ import logging
 from collections import Counter, deque
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from flashgate.admission.keys import SaleKeys
 from flashgate.order_status import status_key
-from flashgate.redis_client import as_text
+from flashgate.redis_client import RedisClient, RedisFailure, as_text
 from flashgate.redis_scripts.loader import RedisScripts
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ class _Update:
 
 
 class StatusWriter:
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, ttl_s: int) -> None:
         self._redis = redis
         self._scripts = RedisScripts(redis, [SCRIPT])
         self._ttl_s = ttl_s
@@ -86,7 +85,7 @@ class StatusWriter:
             batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
             try:
                 await self._write(batch)
-            except RedisError as exc:
+            except RedisFailure as exc:
                 self._retry_later(batch, exc)
                 return False
             self.written += len(batch)
@@ -113,7 +112,7 @@ class StatusWriter:
                     pipe.hincrby(SaleKeys.of(sale_id).counters, "delivered_orders", count)
                 await pipe.execute()
 
-    def _retry_later(self, batch: list[_Update], exc: RedisError) -> None:
+    def _retry_later(self, batch: list[_Update], exc: Exception) -> None:
         for update in reversed(batch):
             update.tries += 1
             if update.tries >= MAX_TRIES:

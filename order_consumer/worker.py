@@ -37,8 +37,6 @@ from typing import Any
 
 import msgspec
 from confluent_kafka import Message
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SaleKeys
@@ -46,6 +44,7 @@ from flashgate.dlq import dead_letter_headers
 from flashgate.errors import KafkaUnavailable
 from flashgate.kafka.producer import AsyncProducer
 from flashgate.order import OrderRecord, decode_record
+from flashgate.redis_client import RedisClient, RedisFailure
 from flashgate.settings import Settings
 from order_consumer.adaptive import AdaptiveConfig, AdaptiveLimit
 from order_consumer.backend_gate import BackendGate, GateState
@@ -109,7 +108,7 @@ class Parts:
     statuses: StatusWriter
     fence: RecordFence
     watch: ConfigWatch
-    redis: Redis
+    redis: RedisClient
     consumer_id: str
 
 
@@ -200,7 +199,7 @@ class DrainWorker:
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*RedisFailure):
                 await self._reporter.withdraw()
             await self._source.close()
         if self._crashed is not None:
@@ -219,7 +218,7 @@ class DrainWorker:
         while True:
             try:
                 await self._reporter.publish(self._snapshot())
-            except RedisError as exc:
+            except RedisFailure as exc:
                 log.warning("progress not published: %s", exc)
             await asyncio.sleep(interval)
 
@@ -399,7 +398,7 @@ class DrainWorker:
         it failed), written by a broker after the reaper's look: never delivered."""
         await self._dead_letter(job, record, FENCED_REASON)
         self.counters.fenced += 1
-        with contextlib.suppress(RedisError):  # a sale report figure: best effort
+        with contextlib.suppress(*RedisFailure):  # a sale report figure: best effort
             await self._redis.hincrby(SaleKeys.of(record.sale_id).counters, "fenced_orders", 1)
         job.offsets.done(job.offset)
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from flashgate.settings import RedisSettings
 from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.kafka_jars import ensure_kafka_jars
 from flashgate.stack.ports import free_port
+from flashgate.stack.redis_cluster import RedisClusterNodes
 from flashgate.stack.redis_server import RedisServer
 from tests.gateway_client import new_env
 from tests.services import ServiceEnv, Services, running_broker
@@ -46,6 +48,31 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A real Redis Cluster, 3 primaries and 3 replicas, started once for the session."""
+    data = tmp_path_factory.mktemp("redis-cluster")
+    nodes = RedisClusterNodes(
+        [free_port() for _ in range(6)], [free_port() for _ in range(6)], data
+    )
+    try:
+        nodes.start(data / "logs")
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def any_redis(request: pytest.FixtureRequest) -> RedisSettings:
+    """Client settings for the session's standalone Redis, then for its Redis Cluster:
+    a test taking this runs on both."""
+    if request.param == "cluster":
+        cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+        return RedisSettings(mode="cluster", url=cluster.url)
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return RedisSettings(url=server.url)
 
 
 @pytest.fixture

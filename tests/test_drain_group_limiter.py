@@ -7,11 +7,11 @@ import time
 import uuid
 
 import pytest
-from redis.asyncio import Redis
 
 from flashgate.drain.keys import limiter_key
+from flashgate.redis_client import create_redis
 from flashgate.redis_scripts.loader import RedisScripts
-from flashgate.stack.redis_server import RedisServer
+from flashgate.settings import RedisSettings
 from order_consumer.group_limiter import RATE_HOLD_S, SCRIPT, GroupLimiter
 
 S = 1_000_000  # microseconds
@@ -27,9 +27,9 @@ async def _take(
     return int(granted), int(wait_us), float(in_force)
 
 
-def test_bucket_burst_then_rate_with_an_injected_clock(redis_server: RedisServer) -> None:
+def test_bucket_burst_then_rate_with_an_injected_clock(any_redis: RedisSettings) -> None:
     async def scenario() -> None:
-        redis = Redis.from_url(redis_server.url)
+        redis = create_redis(any_redis)
         scripts = RedisScripts(redis, [SCRIPT])
         key = limiter_key(f"g-{uuid.uuid4().hex[:6]}")
         t0 = 1_700_000_000 * S
@@ -51,9 +51,9 @@ def test_bucket_burst_then_rate_with_an_injected_clock(redis_server: RedisServer
     asyncio.run(scenario())
 
 
-def test_lowest_recent_rate_is_in_force_for_the_whole_group(redis_server: RedisServer) -> None:
+def test_lowest_recent_rate_is_in_force_for_the_whole_group(any_redis: RedisSettings) -> None:
     async def scenario() -> None:
-        redis = Redis.from_url(redis_server.url)
+        redis = create_redis(any_redis)
         scripts = RedisScripts(redis, [SCRIPT])
         key = limiter_key(f"g-{uuid.uuid4().hex[:6]}")
         t0 = 1_700_000_000 * S
@@ -74,12 +74,12 @@ def test_lowest_recent_rate_is_in_force_for_the_whole_group(redis_server: RedisS
     asyncio.run(scenario())
 
 
-def test_two_replicas_share_one_rate(redis_server: RedisServer) -> None:
+def test_two_replicas_share_one_rate(any_redis: RedisSettings) -> None:
     rate, burst, seconds = 200.0, 20, 2.0
 
     async def scenario() -> list[float]:
         group = f"g-{uuid.uuid4().hex[:6]}"
-        redis = Redis.from_url(redis_server.url)
+        redis = create_redis(any_redis)
         grants: list[float] = []
         limiters = [
             GroupLimiter(RedisScripts(redis, [SCRIPT]), group, batch_max=10) for _ in range(2)
@@ -120,9 +120,9 @@ def test_two_replicas_share_one_rate(redis_server: RedisServer) -> None:
         assert in_window <= rate + burst + 1, (lo - start, in_window)
 
 
-def test_rate_zero_hands_out_nothing_and_a_raise_wakes_it(redis_server: RedisServer) -> None:
+def test_rate_zero_hands_out_nothing_and_a_raise_wakes_it(any_redis: RedisSettings) -> None:
     async def scenario() -> None:
-        redis = Redis.from_url(redis_server.url)
+        redis = create_redis(any_redis)
         limiter = GroupLimiter(RedisScripts(redis, [SCRIPT]), f"g-{uuid.uuid4().hex}", batch_max=5)
         fetcher = asyncio.create_task(limiter.run())
         try:

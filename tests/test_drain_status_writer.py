@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from redis.asyncio import Redis
-
 from flashgate.admission.keys import SaleKeys
 from flashgate.order_status import OrderStatusStore
-from flashgate.stack.redis_server import RedisServer
+from flashgate.redis_client import create_redis
+from flashgate.settings import RedisSettings
 from order_consumer.status_writer import StatusWriter
 
 
-def test_delivered_and_failed_statuses_and_the_sale_counter(redis_server: RedisServer) -> None:
+def test_delivered_and_failed_statuses_and_the_sale_counter(any_redis: RedisSettings) -> None:
     async def scenario() -> None:
-        redis = Redis.from_url(redis_server.url)
+        redis = create_redis(any_redis)
         store = OrderStatusStore(redis, 3600)
         writer = StatusWriter(redis, 3600)
         try:

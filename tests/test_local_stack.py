@@ -5,6 +5,7 @@ It runs on free ports (never the `make up` defaults) through FLASHGATE_* variabl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from flashgate.admission.keys import SaleKeys
 from flashgate.errors import PortInUse
 from flashgate.settings import load_settings
 from flashgate.stack.local import LocalStack
-from flashgate.stack.ports import free_port
+from flashgate.stack.ports import ensure_free, free_port
+from flashgate.stack.redis_cluster import RedisClusterNodes
+from flashgate.stack.redis_tls import ensure_tls_files
 from tests.services import http_json, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
@@ -115,10 +119,21 @@ def test_up_serves_an_order_and_stops_cleanly(tmp_path: Path, kafka_libs: Path) 
         assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
         assert not list((tmp_path / "state" / "run").glob("*.pid"))
     finally:
-        if up.poll() is None:
-            up.kill()
-            up.wait(timeout=30)
+        _kill_up(up)
         log.close()
+
+
+def _kill_up(up: subprocess.Popen[bytes]) -> None:
+    """After a failure: SIGKILL `flashgate up` and whatever it started (a child stuck
+    in its own shutdown, its Kafka and Redis gone at once, would outlive the test)."""
+    if up.poll() is not None:
+        return
+    children = _descendants(up.pid)
+    up.kill()
+    up.wait(timeout=30)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _request(method: str, url: str, body: object, token: str | None = None) -> object:
@@ -147,3 +162,58 @@ def test_a_taken_port_is_named(tmp_path: Path) -> None:
     assert caught.value.port == settings.gateway.port
     assert f"127.0.0.1:{settings.gateway.port}" in str(caught.value)
     assert "gateway" in str(caught.value)
+
+
+def _free_run(count: int, offsets: tuple[int, ...] = (0, 10_000)) -> int:
+    """A base port with `count` consecutive free ports (and their cluster-bus twins)."""
+    for base in range(21_000, 45_000, 97):
+        ports = [base + i + offset for i in range(count) for offset in offsets]
+        try:
+            for port in ports:
+                ensure_free("probe", "127.0.0.1", port)
+        except PortInUse:
+            continue
+        return base
+    raise AssertionError("no run of free ports")
+
+
+def test_up_with_a_redis_cluster_over_tls(tmp_path: Path, kafka_libs: Path) -> None:
+    """`make up` with FLASHGATE_STACK_REDIS=cluster FLASHGATE_STACK_REDIS_TLS=1: the
+    order goes end to end and the sale's keys live on a cluster primary."""
+    env = _stack_env(tmp_path)
+    base = _free_run(6)
+    env["FLASHGATE_REDIS_URL"] = f"redis://127.0.0.1:{base}/0"
+    settings = load_settings(environ=env)
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115 - closed in finally
+    up = subprocess.Popen(
+        [sys.executable, "-m", "flashgate", "up", "--redis", "cluster", "--redis-tls"],
+        cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        ready = wait_until(lambda: b"flashgate is up" in (tmp_path / "up.log").read_bytes(), 150)
+        assert ready, (tmp_path / "up.log").read_text()
+        assert b"(cluster, 3 primaries + 3 replicas)" in (tmp_path / "up.log").read_bytes()
+        children = _descendants(up.pid)
+        gateway = f"http://{settings.gateway.host}:{settings.gateway.port}"
+        token = (tmp_path / "state" / "admin-token").read_text().strip()
+        admin = f"http://{settings.admin.host}:{settings.admin.port}"
+        _request("PUT", f"{admin}/admin/v1/sales/sale-1", {"stock": {"SKU-1": 10}}, token)
+        order = {"sale_id": "sale-1", "sku": "SKU-1", "quantity": 1, "user_id": "u-1"}
+        assert _post(f"{gateway}/v1/orders", order)["status"] == "accepted"
+        backend = settings.drain.backend_url
+        assert wait_until(lambda: http_json("GET", f"{backend}/stats")["orders"] == 1, 30)
+        # The plaintext port is off; over TLS the sale's stock key is on a primary.
+        files = ensure_tls_files(tmp_path / "state" / "redis-tls")
+        nodes = RedisClusterNodes(
+            [base + i for i in range(6)], [], tmp_path, tls_cli_args=files.cli_args
+        )
+        primary = nodes.primary_of(SaleKeys.of("sale-1").core[0])
+        role = nodes.cli(primary, "ROLE").split()[0]
+        assert (primary in nodes.ports, role) == (True, "master")
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=60) == 0
+        time.sleep(0.5)
+        assert [pid for pid in children if Path(f"/proc/{pid}").exists()] == []
+    finally:
+        _kill_up(up)
+        log.close()

@@ -9,17 +9,20 @@ reservation id is the order id. Redis errors leave this module only as
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
-from redis.exceptions import RedisError
 
 from flashgate.admission.batcher import TickBatcher
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SaleKeys
-from flashgate.redis_scripts.loader import RedisScripts, ScriptPipeline
+from flashgate.redis_client import RedisFailure
+from flashgate.redis_scripts.loader import NotReplicated, RedisScripts, Replication, ScriptPipeline
 from flashgate.redis_scripts.wire import RespConnection
+
+log = logging.getLogger(__name__)
 
 Reason = Literal[
     "ok",
@@ -145,10 +148,13 @@ class Admitter:
         observe_batch: Callable[[int], None] | None = None,
         observe_seconds: Callable[[float], None] | None = None,
         wire: RespConnection | None = None,
+        wait: Replication | None = None,
     ) -> None:
         self._scripts = scripts
         # Batched admissions go over this dedicated lean connection when given.
         self._wire = wire
+        # Answer admissions only once this many replicas hold them (guarantee 7).
+        self._wait = wait if wait is not None and wait.replicas > 0 else None
         self._ttl_ms = str(reservation_ttl_ms)
         self._keep_ms = str(settled_keep_ms)
         # Tests inject time; in service the Redis server's clock is the one clock
@@ -197,20 +203,43 @@ class Admitter:
         groups = _group([reservation for reservation, _ in items])
         results: list[Verdict | BaseException] = [AdmissionUnavailable("not admitted")] * len(items)
         try:
-            if len(groups) == 1 and self._wire is None:
+            if len(groups) == 1 and self._wire is None and self._wait is None:
                 keys, args = self._admit_call(items)
                 replies = [await self._scripts.call("admit", keys, args)]
             else:
-                pipe = self._scripts.pipeline(self._wire)
+                pipe = self._scripts.pipeline(self._wire, wait=self._wait)
                 for indices in groups.values():
                     pipe.script("admit", *self._admit_call([items[i] for i in indices]))
                 replies = await pipe.execute()
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"admission failed: {exc}") from exc
+        for indices, reply in zip(groups.values(), replies, strict=True):
+            if isinstance(reply, NotReplicated):  # answered unavailable below
+                await self._give_back_unreplicated([items[i][0] for i in indices], reply)
         for indices, reply in zip(groups.values(), replies, strict=True):
             for index, one in zip(indices, _group_reply(reply, len(indices)), strict=True):
                 results[index] = one
         return results
+
+    async def _give_back_unreplicated(
+        self, reservations: list[Reservation], failure: NotReplicated
+    ) -> None:
+        """A batch the replicas did not confirm in time is answered 503: return the units
+        it reserved. Not those a retry found already held (their first attempt may be
+        in Kafka): the reaper settles those."""
+        verdicts = _group_reply(failure.result, len(reservations))
+        fresh = [
+            reservation
+            for reservation, verdict in zip(reservations, verdicts, strict=True)
+            if isinstance(verdict, Verdict) and verdict.admitted and not verdict.held
+        ]
+        if not fresh:
+            return
+        try:
+            await self.release(fresh)
+        except AdmissionUnavailable as exc:
+            # Unconfirmed reservations expire and the reaper returns their units.
+            log.warning("%d unreplicated reservations left to the reaper: %s", len(fresh), exc)
 
     def add_confirms(
         self, pipe: ScriptPipeline, reservations: Sequence[Reservation], *, adopt: bool = False
@@ -254,7 +283,7 @@ class Admitter:
         read = self.add_confirms(pipe, reservations, adopt=adopt)
         try:
             return read(await pipe.execute())
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"confirm failed: {exc}") from exc
 
     async def release(self, reservations: Sequence[Reservation]) -> int:
@@ -264,7 +293,7 @@ class Admitter:
             for sale_id, indices in _group(reservations).items():
                 ids = [reservations[i].reservation_id for i in indices]
                 released += int(await self._scripts.call("release", SaleKeys.of(sale_id).core, ids))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"release failed: {exc}") from exc
         return released
 
@@ -280,7 +309,7 @@ class Admitter:
             if not due:
                 return []
             details: list[Any] = await redis.hmget(keys.reservations, [member for member, _ in due])
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"listing expired reservations failed: {exc}") from exc
         found: list[Expired] = []
         for (member, deadline), detail in zip(due, details, strict=True):
@@ -301,7 +330,7 @@ class Admitter:
             reply = await self._scripts.call(
                 "reap", keys, [self._now_arg(), self._keep_ms, *reservation_ids]
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"reap failed: {exc}") from exc
         return [_text(order_id) for order_id in reply]
 

@@ -23,11 +23,11 @@ import time
 from typing import Any, Literal
 
 import msgspec
-from redis.exceptions import RedisError
 
 from flashgate.admission.batcher import TickBatcher
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import idempotency_key
+from flashgate.redis_client import RedisFailure
 from flashgate.redis_scripts.loader import RedisScripts, ScriptPipeline
 from flashgate.redis_scripts.wire import RespConnection
 
@@ -90,7 +90,7 @@ class IdempotencyStore:
             )
         try:
             replies = await pipe.execute()
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"idempotency check failed: {exc}") from exc
         return [
             AdmissionUnavailable(f"idempotency check failed: {reply}")
@@ -117,7 +117,7 @@ class IdempotencyStore:
                     [redis_key],
                     [digest, owner, self._pending_ttl_ms, order_id, self._ttl_ms, retry],
                 )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"idempotency check failed: {exc}") from exc
         state = _bytes(reply[0]).decode()
         if state == "new":
@@ -153,7 +153,7 @@ class IdempotencyStore:
             stored = await self._scripts.call(
                 "idem_finish", [claim.key], [claim.owner, str(status), answer, self._ttl_ms]
             )
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"idempotency store failed: {exc}") from exc
         return int(stored) == 1
 
@@ -174,5 +174,5 @@ class IdempotencyStore:
     async def release(self, claim: Claim) -> None:
         try:
             await self._scripts.call("idem_release", [claim.key], [claim.owner])
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"idempotency release failed: {exc}") from exc

@@ -9,13 +9,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SALES_INDEX_KEY, SaleKeys
 from flashgate.order import Name
-from flashgate.redis_client import as_text
+from flashgate.redis_client import RedisClient, RedisFailure, as_text
 from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import SalesSettings
 
@@ -128,7 +126,7 @@ class SaleStore:
 
     def __init__(self, scripts: RedisScripts) -> None:
         self._scripts = scripts
-        self._redis: Redis = scripts.redis
+        self._redis: RedisClient = scripts.redis
 
     async def load(
         self, sale_id: str, definition: SaleDefinition, defaults: SalesSettings
@@ -142,14 +140,14 @@ class SaleStore:
                 [_encoder.encode(config), _encoder.encode(definition.stock)],
             )
             await self._redis.sadd(SALES_INDEX_KEY, sale_id)
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"cannot load sale {sale_id}: {exc}") from exc
         return config
 
     async def sale_ids(self) -> list[str]:
         try:
             return sorted(as_text(m) for m in await self._redis.smembers(SALES_INDEX_KEY))
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"cannot list sales: {exc}") from exc
 
     async def report(self, sale_id: str) -> SaleReport | None:
@@ -170,7 +168,7 @@ class SaleStore:
                     counters_raw,
                     pending,
                 ) = await pipe.execute()
-        except RedisError as exc:
+        except RedisFailure as exc:
             raise AdmissionUnavailable(f"cannot read sale {sale_id}: {exc}") from exc
         if not config_raw:
             return None

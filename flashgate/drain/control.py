@@ -9,10 +9,9 @@ from __future__ import annotations
 import time
 
 import msgspec
-from redis.asyncio import Redis
 
 from flashgate.drain.keys import override_key
-from flashgate.redis_client import as_text
+from flashgate.redis_client import RedisClient, as_text
 
 
 class DrainOverride(msgspec.Struct, frozen=True):
@@ -24,7 +23,7 @@ class DrainOverride(msgspec.Struct, frozen=True):
 
 
 class DrainControl:
-    def __init__(self, redis: Redis, group_id: str) -> None:
+    def __init__(self, redis: RedisClient, group_id: str) -> None:
         self._redis = redis
         self._key = override_key(group_id)
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 
 import msgspec
-from redis.asyncio import Redis
 
 from flashgate.drain.keys import progress_key
-from flashgate.redis_client import as_text
+from flashgate.redis_client import RedisClient, as_text
 
 REPORT_FRESH_S = 5.0
 PROGRESS_TTL_S = 24 * 3600
@@ -61,7 +60,7 @@ _decoder = msgspec.json.Decoder(ConsumerReport)
 
 
 async def publish(
-    redis: Redis,
+    redis: RedisClient,
     group_id: str,
     report: ConsumerReport,
     partitions: dict[int, tuple[int, int]],
@@ -77,12 +76,12 @@ async def publish(
         await pipe.execute()
 
 
-async def withdraw(redis: Redis, group_id: str, consumer_id: str) -> None:
+async def withdraw(redis: RedisClient, group_id: str, consumer_id: str) -> None:
     """Remove a consumer's report when it stops cleanly."""
     await redis.hdel(progress_key(group_id), f"c:{consumer_id}")
 
 
-async def read(redis: Redis, group_id: str, now: float | None = None) -> DrainProgress | None:
+async def read(redis: RedisClient, group_id: str, now: float | None = None) -> DrainProgress | None:
     """The group's progress, or None if no consumer has reported yet."""
     raw = await redis.hgetall(progress_key(group_id))
     if not raw:

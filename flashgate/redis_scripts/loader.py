@@ -5,8 +5,18 @@ The SHA1 of a script is computed locally, so a call never waits for a
 cache was flushed) the script is loaded and that one call is repeated: a
 NOSCRIPT reply means the script did not run, so repeating it is safe.
 
-Single calls go through redis-py. Pipelines can go through a dedicated lean
+Single calls go through redis-py, whichever client the settings made: on Redis
+Cluster each call goes to the primary of its first key's slot (every script
+keeps its keys under one hash tag) and `SCRIPT LOAD` goes to every primary, so a
+replica promoted by a failover (which has an empty script cache) is taught the
+script on its first NOSCRIPT. Pipelines are split per node by redis-py's cluster
+pipeline. A standalone pipeline can instead go through a dedicated lean
 connection (`wire()`, see wire.py) for the gateway's batched hot path.
+
+A pipeline built with `wait` is answered only once that many replicas hold its
+script calls: a `WAIT` is sent right after them on the same connection (one per
+node), since `WAIT` cannot run inside a script. A call whose `WAIT` fell short
+comes back as `NotReplicated`, carrying what the script answered.
 """
 
 from __future__ import annotations
@@ -17,13 +27,33 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import NoScriptError
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.connection import Connection
+from redis.exceptions import NoScriptError, RedisError
 
+from flashgate.redis_client import RedisClient, RedisFailure, forget_topology
 from flashgate.redis_scripts.wire import RespConnection, pack_command
 
 Arg = str | bytes | int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Replication:
+    """How many replicas must hold a pipeline's script calls, and how long to wait."""
+
+    replicas: int
+    timeout_ms: int
+
+
+class NotReplicated(RedisError):
+    """The script ran on the primary, but fewer replicas than asked confirmed it in time
+    (or its slot moved meanwhile): a failover could still lose what it did."""
+
+    def __init__(self, result: Any, replicas: int) -> None:
+        super().__init__(f"only {replicas} replica(s) confirmed the write in time")
+        self.result = result
+        self.replicas = replicas
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +72,21 @@ def read_script(name: str) -> LuaScript:
 class RedisScripts:
     """A set of named scripts bound to one Redis client."""
 
-    def __init__(self, redis: Redis, names: Iterable[str]) -> None:
+    def __init__(self, redis: RedisClient, names: Iterable[str]) -> None:
         self.redis = redis
         self._scripts = {name: read_script(name) for name in names}
 
     def __getitem__(self, name: str) -> LuaScript:
         return self._scripts[name]
+
+    @property
+    def lean_wire_possible(self) -> bool:
+        """The lean connection speaks plain TCP to one standalone server only."""
+        if isinstance(self.redis, RedisCluster):
+            return False
+        kwargs = self.redis.connection_pool.connection_kwargs
+        plain = self.redis.connection_pool.connection_class is Connection
+        return plain and "host" in kwargs
 
     async def load_all(self) -> None:
         """SCRIPT LOAD every script (optional: calls load on demand anyway)."""
@@ -61,13 +100,20 @@ class RedisScripts:
         except NoScriptError:
             await self.redis.script_load(script.source)
             return await self.redis.evalsha(script.sha, len(keys), *keys, *args)
+        except RedisFailure as exc:
+            forget_topology(self.redis, exc)
+            raise
 
-    def pipeline(self, wire: RespConnection | None = None) -> ScriptPipeline:
-        """A pipeline over redis-py, or over `wire` when given."""
-        return ScriptPipeline(self, wire)
+    def pipeline(
+        self, wire: RespConnection | None = None, *, wait: Replication | None = None
+    ) -> ScriptPipeline:
+        """A pipeline over redis-py, or over `wire` when given; `wait`: see the module."""
+        return ScriptPipeline(self, wire, wait=wait)
 
     def wire(self) -> RespConnection:
         """A dedicated lean connection to the same server, for one batching caller."""
+        if not self.lean_wire_possible or isinstance(self.redis, RedisCluster):
+            raise ValueError("the lean wire serves a plain standalone Redis only")
         return RespConnection.like(self.redis.connection_pool.connection_kwargs)
 
 
@@ -75,13 +121,23 @@ class ScriptPipeline:
     """Several script calls (and plain commands) sent in one round trip.
 
     Not a transaction: each call is atomic on its own. A call that failed
-    with NOSCRIPT is repeated on its own after loading its script.
+    with NOSCRIPT is repeated after loading its script (with its own `WAIT` when
+    the pipeline waits for replicas).
     """
 
-    def __init__(self, scripts: RedisScripts, wire: RespConnection | None = None) -> None:
+    def __init__(
+        self,
+        scripts: RedisScripts,
+        wire: RespConnection | None = None,
+        *,
+        wait: Replication | None = None,
+    ) -> None:
         self._scripts = scripts
         self._wire = wire
-        self._pipe: Pipeline | None = None if wire else scripts.redis.pipeline(transaction=False)
+        self._wait = wait if wait is not None and wait.replicas > 0 else None
+        self._pipe: Pipeline | ClusterPipeline | None = (
+            None if wire else scripts.redis.pipeline(transaction=False)
+        )
         self._packed: list[bytes] = []
         self._calls: list[tuple[str, Sequence[Arg], Sequence[Arg]] | None] = []
 
@@ -90,35 +146,129 @@ class ScriptPipeline:
 
     def script(self, name: str, keys: Sequence[Arg], args: Sequence[Arg]) -> None:
         script = self._scripts[name]
-        if self._pipe is None:
-            self._packed.append(pack_command(["EVALSHA", script.sha, len(keys), *keys, *args]))
-        else:
-            self._pipe.evalsha(script.sha, len(keys), *keys, *args)
+        self._queue(["EVALSHA", script.sha, len(keys), *keys, *args])
         self._calls.append((name, keys, args))
 
     def command(self, *args: Arg) -> None:
+        self._queue(args)
+        self._calls.append(None)
+
+    def _queue(self, args: Sequence[Arg], node: ClusterNode | None = None) -> None:
         if self._pipe is None:
             self._packed.append(pack_command(args))
+        elif node is not None:
+            self._pipe.execute_command(*args, target_nodes=node)
         else:
             self._pipe.execute_command(*args)
-        self._calls.append(None)
 
     async def execute(self) -> list[Any]:
         """Results in call order; an error of one call is returned in its place."""
         if not self._calls:
             return []
+        # Each WAIT goes last on its node's connection, so it covers every call before it.
+        waits = await self._queue_waits()
         results: list[Any]
-        if self._wire is not None:
-            results = await self._wire.execute(self._packed)
-        else:
-            assert self._pipe is not None
-            # execute() resets the pipeline itself, even when it fails.
-            results = await self._pipe.execute(raise_on_error=False)
-        for index, result in enumerate(results):
-            call = self._calls[index]
-            if isinstance(result, NoScriptError) and call is not None:
+        try:
+            if self._wire is not None:
+                results = await self._wire.execute(self._packed)
+            else:
+                assert self._pipe is not None
+                # execute() resets the pipeline itself, even when it fails.
+                results = await self._pipe.execute(raise_on_error=False)
+        except RedisFailure as exc:
+            forget_topology(self._scripts.redis, exc)
+            raise
+        replies, results = results[len(self._calls) :], results[: len(self._calls)]
+        for result in results:
+            if isinstance(result, RedisError) and not isinstance(result, NoScriptError):
+                forget_topology(self._scripts.redis, result)
+                break
+        if waits is not None:
+            self._apply_waits(results, waits, replies)
+        await self._repeat_unloaded(results)
+        return results
+
+    async def _queue_waits(self) -> list[tuple[ClusterNode | None, list[int]]] | None:
+        """Queue the WAITs; for each, the node it went to and the calls it covers."""
+        if self._wait is None:
+            return None
+        wait_args = ("WAIT", self._wait.replicas, self._wait.timeout_ms)
+        redis = self._scripts.redis
+        if not isinstance(redis, RedisCluster):
+            self._queue(wait_args)
+            covered = [i for i, call in enumerate(self._calls) if call is not None]
+            return [(None, covered)]
+        # The slot table is needed now, before the pipeline would load it itself.
+        await redis.initialize()
+        by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+        for index, call in enumerate(self._calls):
+            node = redis.get_node_from_key(_text(call[1][0])) if call and call[1] else None
+            # A call with no known node is covered by no WAIT: it reads as not replicated.
+            if node is not None:
+                by_node.setdefault(node.name, (node, []))[1].append(index)
+        for node, _ in by_node.values():
+            self._queue(wait_args, node)
+        return [(node, covered) for node, covered in by_node.values()]
+
+    def _apply_waits(
+        self,
+        results: list[Any],
+        waits: list[tuple[ClusterNode | None, list[int]]],
+        replies: list[Any],
+    ) -> None:
+        assert self._wait is not None
+        redis = self._scripts.redis
+        confirmed: dict[int, int] = {}
+        for (node, covered), reply in zip(waits, replies, strict=True):
+            for index in covered:
+                call = self._calls[index]
+                # A call redirected (MOVED/ASK) ran on another connection: this WAIT
+                # says nothing about it.
+                if node is not None and isinstance(redis, RedisCluster) and call is not None:
+                    now = redis.get_node_from_key(_text(call[1][0]))
+                    if now is None or now.name != node.name:
+                        continue
+                confirmed[index] = reply if isinstance(reply, int) else 0
+        for index, call in enumerate(self._calls):
+            if call is None or isinstance(results[index], BaseException):
+                continue
+            replicas = confirmed.get(index, 0)
+            if replicas < self._wait.replicas:
+                results[index] = NotReplicated(results[index], replicas)
+
+    async def _repeat_unloaded(self, results: list[Any]) -> None:
+        unloaded = [
+            index
+            for index, result in enumerate(results)
+            if isinstance(result, NoScriptError) and self._calls[index] is not None
+        ]
+        if not unloaded:
+            return
+        if self._wait is None:
+            for index in unloaded:
+                call = self._calls[index]
+                assert call is not None
                 try:
                     results[index] = await self._scripts.call(*call)
                 except Exception as exc:  # returned in place, like the pipeline does
                     results[index] = exc
-        return results
+            return
+        # With WAIT, the repeated calls need their own WAIT on their own connection.
+        names = {call[0] for index in unloaded if (call := self._calls[index]) is not None}
+        retry = ScriptPipeline(self._scripts, wait=self._wait)
+        try:
+            for name in names:
+                await self._scripts.redis.script_load(self._scripts[name].source)
+            for index in unloaded:
+                call = self._calls[index]
+                assert call is not None
+                retry.script(*call)
+            repeated = await retry.execute()
+        except RedisFailure as exc:
+            repeated = [exc] * len(unloaded)
+        for index, result in zip(unloaded, repeated, strict=True):
+            results[index] = result
+
+
+def _text(value: Arg) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

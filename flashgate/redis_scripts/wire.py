@@ -2,7 +2,7 @@
 
 redis-py spends ~25-45 us of Python per pipelined command and ~100 us per call
 (command objects, pool, retries, observability hooks, one awaited read per
-reply); Redis itself needs ~13 us per script call (see FACTS.md). Here a batch
+reply); Redis itself needs ~13 us per script call (see docs/FACTS.md). Here a batch
 is packed into one buffer, written at once, and its replies parsed from the
 read buffer synchronously. Only what the batched admission path needs: TCP,
 AUTH, SELECT, bulk-string arguments, RESP2 replies. Error replies come back as

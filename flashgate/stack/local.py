@@ -29,9 +29,10 @@ from flashgate.settings import Settings
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
 from flashgate.stack.kafka_jars import ensure_kafka_jars
 from flashgate.stack.kafka_security import BrokerSecurity
+from flashgate.stack.local_redis import start_local_redis
 from flashgate.stack.ports import ensure_free, wait_for_port
 from flashgate.stack.process import ManagedProcess
-from flashgate.stack.redis_server import RedisServer, ensure_redis_installed
+from flashgate.stack.redis_server import ensure_redis_installed
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,23 @@ def _redis_port(url: str) -> int:
 
 
 class LocalStack:
-    def __init__(self, settings: Settings, say: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        say: Callable[[str], None] = print,
+        *,
+        redis_topology: str = "standalone",
+        redis_tls: bool = False,
+    ) -> None:
         self.settings = settings
+        self.redis_topology = redis_topology
+        self.redis_tls = redis_tls
         self.state = settings.state_dir.resolve()
         self.say = say
         self.parts: list[ManagedProcess] = []
         self._stop = threading.Event()
-        # The environment of every process started (secured Kafka adds its settings).
+        # The environment of every process started: FLASHGATE_REDIS_* of a local
+        # Cluster, Sentinel or TLS Redis, and secured Kafka's FLASHGATE_KAFKA_*.
         self.env: dict[str, str] = dict(os.environ)
 
     def _log(self, name: str) -> Path:
@@ -92,11 +103,18 @@ class LocalStack:
         s = self.settings
         self.check_ports()
         prepare(s)
-        redis = RedisServer(_redis_port(s.redis.url), self.state / "redis")
-        redis.start(self._log("redis"), self._pid("redis"))
-        self._own(redis.process)
-        redis.wait_listening()
-        self.say(f"redis      {redis.url}")
+        redis = start_local_redis(
+            self.redis_topology,
+            self.redis_tls,
+            _redis_port(s.redis.url),
+            self.state,
+            self._log,
+            self._pid,
+        )
+        for process in redis.processes:
+            self._own(process)
+        self.env |= redis.client_env
+        self.say(f"redis      {redis.summary}")
 
         _, kafka_port = _host_port(s.kafka.bootstrap_servers)
         libs = kafka_libs_dir(s)
@@ -237,8 +255,10 @@ class LocalStack:
         self.parts.clear()
 
 
-def run_local_stack(settings: Settings) -> int:
-    stack = LocalStack(settings)
+def run_local_stack(
+    settings: Settings, *, redis_topology: str = "standalone", redis_tls: bool = False
+) -> int:
+    stack = LocalStack(settings, redis_topology=redis_topology, redis_tls=redis_tls)
     try:
         stack.start()
         print("flashgate is up; Ctrl-C stops everything.", flush=True)

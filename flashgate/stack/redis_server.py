@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import shutil
+import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from flashgate.errors import StackError
 from flashgate.stack.debian import ensure_command
 from flashgate.stack.ports import ensure_free, wait_for_port
 from flashgate.stack.process import ManagedProcess
@@ -23,6 +26,8 @@ class RedisServer:
     data_dir: Path
     # appendonly: stock reservations and idempotency keys survive a Redis restart.
     appendonly: bool = True
+    # More redis-server options (cluster or TLS), appended as given.
+    extra_args: list[str] = field(default_factory=list)
     _process: ManagedProcess | None = None
 
     @property
@@ -55,6 +60,7 @@ class RedisServer:
             "everysec",
             "--protected-mode",
             "yes",
+            *self.extra_args,
         ]
         self._process = ManagedProcess("redis", argv, log_path=log_path, pid_path=pid_path)
         self._process.start()
@@ -65,3 +71,15 @@ class RedisServer:
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._process is not None:
             self._process.stop(timeout_s)
+
+
+def redis_cli(port: int, *command: str) -> str:
+    """Run one command with redis-cli against 127.0.0.1:`port` (plaintext); its output."""
+    binary = shutil.which("redis-cli") or "redis-cli"
+    done = subprocess.run(
+        [binary, "-h", HOST, "-p", str(port), *command],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    if done.returncode != 0 or done.stdout.startswith(("ERR", "Could not connect")):
+        raise StackError(f"redis-cli {' '.join(command)}: {done.stdout}{done.stderr}".strip())
+    return done.stdout

@@ -10,12 +10,12 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import msgspec
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from flashgate.drain import progress
 from flashgate.drain.control import DrainControl
+from flashgate.redis_client import RedisFailure
 from flashgate.settings import Settings
 from gateway.admin.audit import audit
 from gateway.admin.errors import decode_body
@@ -69,7 +69,7 @@ async def drain_state(request: Request) -> dict[str, Any]:
 async def get_drain(request: Request) -> Response:
     try:
         return json_response(await drain_state(request))
-    except RedisError:
+    except RedisFailure:
         raise unavailable("Redis is unavailable") from None
 
 
@@ -89,7 +89,7 @@ async def put_drain(request: Request) -> Response:
         if not isinstance(update.paused, msgspec.UnsetType):
             await control.set_paused(update.paused)
         state = await drain_state(request)
-    except RedisError:
+    except RedisFailure:
         raise unavailable("Redis is unavailable; the drain was not changed") from None
     changes = {
         name: value

@@ -11,7 +11,6 @@ import asyncio
 import time
 from typing import Any
 
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -19,6 +18,7 @@ from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.sales import SaleStore
 from flashgate.drain import progress
 from flashgate.kafka.topics import TopicSizer
+from flashgate.redis_client import RedisFailure
 from flashgate.settings import Settings
 from gateway.admin.drain import drain_state
 from gateway.problems import json_response, unavailable
@@ -40,7 +40,7 @@ async def get_overview(request: Request) -> Response:
                     "accepted_orders": report.accepted_orders,
                     "delivered_orders": report.delivered_orders,
                 }
-    except (RedisError, AdmissionUnavailable):
+    except (*RedisFailure, AdmissionUnavailable):
         raise unavailable("Redis is unavailable") from None
     dlq = await asyncio.to_thread(sizer.records, settings.kafka.dlq_topic)
     return json_response(
