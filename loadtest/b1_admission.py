@@ -81,6 +81,9 @@ def _rows(
     """Start one server per row; return name -> {url, pid, env for wrk}."""
     python = sys.executable
     rows: dict[str, dict[str, Any]] = {}
+    # The broker's CPU is measured per row too: where Kafka over TLS costs, it is there.
+    broker_process = stack.broker.process if stack.broker else None
+    kafka_pid = broker_process.pid if broker_process else None
     for name in names:
         port = free_port()
         wrk_env: dict[str, str] = {}
@@ -112,21 +115,25 @@ def _rows(
             if base.startswith("soldout"):
                 wrk_env["SALE"] = "gone"
         rows[name] = {"url": f"http://127.0.0.1:{port}/v1/orders", "pid": process.pid,
-                      "env": wrk_env}  # fmt: skip
+                      "env": wrk_env, "kafka_pid": kafka_pid}  # fmt: skip
     return rows
 
 
 def _measure(row: dict[str, Any], seconds: float, connections: int,
              extra_env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     env = {**row["env"], **(extra_env or {}), "CONNECTIONS": str(connections)}
+    kafka_pid = row.get("kafka_pid")
     cpu_before = cpu_seconds(row["pid"])
+    kafka_before = cpu_seconds(kafka_pid) if kafka_pid else 0.0
     result = wrk(row["url"], script=SCRIPT, seconds=seconds, connections=connections, env=env)
     cpu = cpu_seconds(row["pid"]) - cpu_before
+    kafka_cpu = cpu_seconds(kafka_pid) - kafka_before if kafka_pid else 0.0
     statuses = {int(k): v for k, v in result["statuses"].items()}
     good = statuses.get(202, 0) if row["env"].get("SALE") != "gone" else statuses.get(409, 0)
     result["good_per_s"] = round(good / result["duration_s"], 1)
     result["server_cpu_share"] = round(cpu / result["duration_s"], 3)
     result["server_cpu_us_per_req"] = round(cpu / max(1, result["requests"]) * 1e6, 1)
+    result["kafka_cpu_us_per_req"] = round(kafka_cpu / max(1, result["requests"]) * 1e6, 1)
     return result
 
 
@@ -146,7 +153,7 @@ def _worktree(ref: str, root: Path) -> Iterator[Path]:
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ["req_per_s", "good_per_s", "p50_ms", "p99_ms", "server_cpu_share",
-            "server_cpu_us_per_req"]  # fmt: skip
+            "server_cpu_us_per_req", "kafka_cpu_us_per_req"]  # fmt: skip
     return {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
 
 
@@ -157,6 +164,9 @@ def _secured_cost(secured: dict[str, Any], plain: dict[str, Any]) -> dict[str, A
         "good_per_s_ratio": round(secured["good_per_s"] / good, 3) if good else None,
         "server_cpu_us_per_req_added": round(
             secured["server_cpu_us_per_req"] - plain["server_cpu_us_per_req"], 1
+        ),
+        "kafka_cpu_us_per_req_added": round(
+            secured["kafka_cpu_us_per_req"] - plain["kafka_cpu_us_per_req"], 1
         ),
         "p50_ms_added": round(secured["p50_ms"] - plain["p50_ms"], 3),
         "p99_ms_added": round(secured["p99_ms"] - plain["p99_ms"], 3),

@@ -161,9 +161,10 @@ def _flatten(key: str, result: dict[str, Any]) -> dict[str, Any]:
         flat["plaintext_ratio"] = result.get("ratios", {}).get("B1 gateway/bare")
         flat["sasl_over_plaintext"] = cost.get("good_per_s_ratio")
         flat["cpu_us_per_req_added"] = cost.get("server_cpu_us_per_req_added")
+        flat["kafka_cpu_us_per_req_added"] = cost.get("kafka_cpu_us_per_req_added")
         flat["rows"] = {
             name: f"{m.get('good_per_s')}/s p50 {m.get('p50_ms')} ms p99 {m.get('p99_ms')} ms "
-            f"cpu {m.get('server_cpu_us_per_req')} us/req"
+            f"cpu {m.get('server_cpu_us_per_req')} us/req, Kafka {m.get('kafka_cpu_us_per_req')}"
             for name, m in medians.items()
         }
         flat.pop("sasl_ssl_cost", None)
