@@ -146,37 +146,81 @@ def test_brokers_listen_only_on_sasl_ssl_and_talk_to_each_other_over_tls(
         }
 
 
+def _client_disagreements(merged: Manifest) -> list[str]:
+    """Where the settings the gateway and consumer load differ from what the brokers
+    serve (protocol, mechanism, addresses and ports) or from the files mounted for them."""
+    services = _services(merged)
+    found: list[str] = []
+    for name in CLIENTS:
+        service = services[name]
+        kafka = _settings(service).kafka
+        bootstrap = {
+            (host, int(port))
+            for host, _, port in (a.rpartition(":") for a in kafka.bootstrap_servers.split(","))
+        }
+        served: set[tuple[str, int]] = set()
+        for broker in BROKERS:
+            env = _env(services[broker])
+            protocols = _protocol_map(env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"])
+            bound = _listeners(env["KAFKA_LISTENERS"])
+            for listener, (host, port) in _listeners(env["KAFKA_ADVERTISED_LISTENERS"]).items():
+                if protocols[listener] != kafka.security_protocol:
+                    found.append(f"{name}: {kafka.security_protocol}, {broker}: {listener}")
+                if bound.get(listener, ("", 0))[1] != port:
+                    found.append(f"{broker}: {listener} advertised on {port}, bound elsewhere")
+                served.add((host, port))
+            if kafka.sasl_mechanism not in env["KAFKA_SASL_ENABLED_MECHANISMS"].split(","):
+                found.append(f"{name}: {kafka.sasl_mechanism}, {broker}: not enabled")
+        if bootstrap != served:
+            found.append(f"{name}: bootstrap {sorted(bootstrap)}, brokers serve {sorted(served)}")
+        if kafka.sasl_password_file != f"/run/secrets/{SECRET}" or SECRET not in service["secrets"]:
+            found.append(f"{name}: the password file is not the secret {SECRET}")
+        ca_dir = str(Path(kafka.ssl_ca_location).parent)
+        if _mounts(service).get(ca_dir) != "kafka-ca":
+            found.append(f"{name}: the CA {kafka.ssl_ca_location} is not in the kafka-ca volume")
+    return found
+
+
 def test_gateway_and_consumer_load_sasl_ssl_settings_that_match_the_brokers(
     merged: Manifest,
 ) -> None:
     services = _services(merged)
-    broker_env = _env(services["kafka-1"])
-    port = _listeners(broker_env["KAFKA_LISTENERS"])["SASL_SSL"][1]
     for name in CLIENTS:
-        service = services[name]
-        assert {n for n in _env(service) if n.startswith("FLASHGATE_")} <= settings_env_names()
-        kafka = _settings(service).kafka
+        assert {n for n in _env(services[name]) if n.startswith("FLASHGATE_")} <= (
+            settings_env_names()
+        )
+        kafka = _settings(services[name]).kafka
         assert kafka.security_protocol == "SASL_SSL"
-        assert kafka.security_protocol in broker_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
-        assert kafka.sasl_mechanism == broker_env["KAFKA_SASL_ENABLED_MECHANISMS"]
+        assert kafka.sasl_mechanism == "SCRAM-SHA-512"
         assert kafka.sasl_username == "flashgate"
         assert not kafka.sasl_password, "the password comes from the secret file only"
-        # Every bootstrap address is a broker's advertised SASL_SSL listener.
-        advertised = {
-            _listeners(_env(services[b])["KAFKA_ADVERTISED_LISTENERS"])["SASL_SSL"] for b in BROKERS
-        }
-        bootstrap = {
-            (host, int(p))
-            for host, _, p in (a.rpartition(":") for a in kafka.bootstrap_servers.split(","))
-        }
-        assert bootstrap == advertised
-        assert {p for _, p in bootstrap} == {port}
-        # The password file is the secret's mount; the CA is in the kafka-ca volume.
-        assert SECRET in service["secrets"]
-        assert kafka.sasl_password_file == f"/run/secrets/{SECRET}"
-        ca_dir = str(Path(kafka.ssl_ca_location).parent)
-        assert _mounts(service)[ca_dir] == "kafka-ca"
-        assert f"kafka-ca:{ca_dir}:ro" in service["volumes"]
+        assert f"kafka-ca:{Path(kafka.ssl_ca_location).parent}:ro" in services[name]["volumes"]
+    assert _client_disagreements(merged) == []
+
+
+def test_the_agreement_check_catches_a_mismatch(merged: Manifest) -> None:
+    mechanism = yaml.safe_load(yaml.safe_dump(merged))
+    mechanism["services"]["gateway"]["environment"]["FLASHGATE_KAFKA_SASL_MECHANISM"] = (
+        "SCRAM-SHA-256"
+    )
+    assert _client_disagreements(mechanism) == [
+        f"gateway: SCRAM-SHA-256, {broker}: not enabled" for broker in BROKERS
+    ]
+    port = yaml.safe_load(yaml.safe_dump(merged))
+    broker = port["services"]["kafka-2"]["environment"]
+    broker["KAFKA_LISTENERS"] = broker["KAFKA_LISTENERS"].replace(":9092", ":9094")
+    broker["KAFKA_ADVERTISED_LISTENERS"] = "SASL_SSL://kafka-2:9094"
+    assert [m for m in _client_disagreements(port) if "bootstrap" in m] == [
+        "gateway: bootstrap [('kafka-1', 9092), ('kafka-2', 9092), ('kafka-3', 9092)], "
+        "brokers serve [('kafka-1', 9092), ('kafka-2', 9094), ('kafka-3', 9092)]",
+        "consumer: bootstrap [('kafka-1', 9092), ('kafka-2', 9092), ('kafka-3', 9092)], "
+        "brokers serve [('kafka-1', 9092), ('kafka-2', 9094), ('kafka-3', 9092)]",
+    ]
+    plaintext = yaml.safe_load(yaml.safe_dump(merged))
+    plaintext["services"]["kafka-3"]["environment"]["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"] = (
+        "CONTROLLER:SSL,SASL_SSL:PLAINTEXT"
+    )
+    assert "gateway: SASL_SSL, kafka-3: SASL_SSL" in _client_disagreements(plaintext)
 
 
 def test_the_plain_deploy_still_loads_plaintext_settings() -> None:
