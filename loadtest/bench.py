@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             if saved is not None:
                 outcomes[bench.key] = saved
             continue
-        if wanted and bench.key not in wanted:
+        if wanted and bench.key.upper() not in wanted:
             # Keep the last saved figures of the others, so the report stays whole.
             saved = _load(args.out / f"{bench.key.lower()}-summary.json")
             if saved is not None:
