@@ -8,6 +8,7 @@ medians and ratios, and stops everything.
 
     .venv/bin/python loadtest/b1_admission.py --quick          # ~1 min, 3 s runs
     .venv/bin/python loadtest/b1_admission.py                  # 10 s runs x 3, medians
+    .venv/bin/python loadtest/b1_admission.py --rows bare,gateway,gateway-sasl   # TLS's cost
 
 Rows:
   bare              bare Starlette POST on Hypercorn (the denominator)
@@ -22,6 +23,10 @@ Rows:
   bare-uvicorn / gateway-uvicorn   the same app on uvicorn + httptools (if installed)
   gateway@REF       with `--compare-ref REF`: the gateway of another commit (a temporary
                     git worktree), to measure what a change bought side by side
+  ROW-sasl          ROW (gateway, gateway-idem, soldout-flag, ...) with Kafka over SASL_SSL
+                    (SCRAM-SHA-512). The broker then has a SASL_SSL listener and a
+                    PLAINTEXT one beside it: the -sasl rows use the first, every other row
+                    the second, so one run compares them on one broker, Redis and topic.
 Then the gateway is run again at 80 % of its measured maximum (paced wrk) for p50/p99.
 """
 
@@ -54,6 +59,8 @@ from flashgate.settings import RedisSettings, SalesSettings
 from flashgate.stack.ports import free_port
 
 SCRIPT = REPO / "loadtest" / "wrk" / "post_order.lua"
+# A row name ending so runs that row's server against the broker's SASL_SSL listener.
+SECURED_SUFFIX = "-sasl"
 OPEN = RateSpec(per_second=0, burst=1)
 
 
@@ -78,50 +85,63 @@ def _rows(
     """Start one server per row; return name -> {url, pid, env for wrk}."""
     python = sys.executable
     rows: dict[str, dict[str, Any]] = {}
+    # The broker's CPU is measured per row too: where Kafka over TLS costs, it is there.
+    broker_process = stack.broker.process if stack.broker else None
+    kafka_pid = broker_process.pid if broker_process else None
     for name in names:
         port = free_port()
         wrk_env: dict[str, str] = {}
+        base = name.removesuffix(SECURED_SUFFIX)
+        # Beside a secured listener, the rows without the suffix use the PLAINTEXT one.
+        listener = (
+            "" if name.endswith(SECURED_SUFFIX) or stack.plaintext_port is None else "plaintext"
+        )
         if trees and name in trees:
-            process, port, _ = stack.start_gateway(tree=trees[name])
+            process, port, _ = stack.start_gateway(tree=trees[name], listener=listener)
         elif name in ("bare", "bare-uvicorn"):
             server = "uvicorn" if name.endswith("uvicorn") else "hypercorn"
             argv = [python, str(REPO / "loadtest" / "bare_app.py"), "--port", str(port),
                     "--server", server]  # fmt: skip
             process = stack.start(name, argv, port)
-        elif name == "gateway-uvicorn":
+        elif base == "gateway-uvicorn":
             argv = [python, str(REPO / "loadtest" / "serve_uvicorn.py")]
-            process = stack.start(name, argv, port, FLASHGATE_GATEWAY_PORT=str(port))
+            process = stack.start(name, argv, port, listener=listener,
+                                  FLASHGATE_GATEWAY_PORT=str(port))  # fmt: skip
         else:
             overrides = {
                 "gateway-nobatch": {"FLASHGATE_GATEWAY_ADMISSION_BATCHING": "false"},
                 "gateway-redispy": {"FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE": "false"},
                 "soldout-noflag": {"FLASHGATE_GATEWAY_SOLD_OUT_CACHE_MS": "0"},
                 "gateway-cluster-wait1": {"FLASHGATE_REDIS_WAIT_REPLICAS": "1"},
-            }.get(name, {})
-            if name.startswith("gateway-cluster"):
+            }.get(base, {})
+            if base.startswith("gateway-cluster"):
                 assert cluster_url is not None
                 overrides |= {"FLASHGATE_REDIS_MODE": "cluster", "FLASHGATE_REDIS_URL": cluster_url}
-            process, port, _ = stack.start_gateway(**overrides)
-            if name == "gateway-idem":
+            process, port, _ = stack.start_gateway(listener=listener, **overrides)
+            if base == "gateway-idem":
                 wrk_env["IDEMPOTENCY"] = "1"
-            if name.startswith("soldout"):
+            if base.startswith("soldout"):
                 wrk_env["SALE"] = "gone"
         rows[name] = {"url": f"http://127.0.0.1:{port}/v1/orders", "pid": process.pid,
-                      "env": wrk_env}  # fmt: skip
+                      "env": wrk_env, "kafka_pid": kafka_pid}  # fmt: skip
     return rows
 
 
 def _measure(row: dict[str, Any], seconds: float, connections: int,
              extra_env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     env = {**row["env"], **(extra_env or {}), "CONNECTIONS": str(connections)}
+    kafka_pid = row.get("kafka_pid")
     cpu_before = cpu_seconds(row["pid"])
+    kafka_before = cpu_seconds(kafka_pid) if kafka_pid else 0.0
     result = wrk(row["url"], script=SCRIPT, seconds=seconds, connections=connections, env=env)
     cpu = cpu_seconds(row["pid"]) - cpu_before
+    kafka_cpu = cpu_seconds(kafka_pid) - kafka_before if kafka_pid else 0.0
     statuses = {int(k): v for k, v in result["statuses"].items()}
     good = statuses.get(202, 0) if row["env"].get("SALE") != "gone" else statuses.get(409, 0)
     result["good_per_s"] = round(good / result["duration_s"], 1)
     result["server_cpu_share"] = round(cpu / result["duration_s"], 3)
     result["server_cpu_us_per_req"] = round(cpu / max(1, result["requests"]) * 1e6, 1)
+    result["kafka_cpu_us_per_req"] = round(kafka_cpu / max(1, result["requests"]) * 1e6, 1)
     return result
 
 
@@ -141,8 +161,24 @@ def _worktree(ref: str, root: Path) -> Iterator[Path]:
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ["req_per_s", "good_per_s", "p50_ms", "p99_ms", "server_cpu_share",
-            "server_cpu_us_per_req"]  # fmt: skip
+            "server_cpu_us_per_req", "kafka_cpu_us_per_req"]  # fmt: skip
     return {k: round(statistics.median(r[k] for r in runs), 3) for k in keys}
+
+
+def _secured_cost(secured: dict[str, Any], plain: dict[str, Any]) -> dict[str, Any]:
+    """A -sasl row's medians against its plaintext twin's."""
+    good = plain["good_per_s"]
+    return {
+        "good_per_s_ratio": round(secured["good_per_s"] / good, 3) if good else None,
+        "server_cpu_us_per_req_added": round(
+            secured["server_cpu_us_per_req"] - plain["server_cpu_us_per_req"], 1
+        ),
+        "kafka_cpu_us_per_req_added": round(
+            secured["kafka_cpu_us_per_req"] - plain["kafka_cpu_us_per_req"], 1
+        ),
+        "p50_ms_added": round(secured["p50_ms"] - plain["p50_ms"], 3),
+        "p99_ms_added": round(secured["p99_ms"] - plain["p99_ms"], 3),
+    }
 
 
 def main() -> None:
@@ -168,7 +204,13 @@ def main() -> None:
     if args.rows:
         names = [n for n in args.rows.split(",") if n]
 
-    with Stack(kafka_security=args.kafka_security) as stack, contextlib.ExitStack() as cleanup:
+    side_by_side = any(name.endswith(SECURED_SUFFIX) for name in names)
+    if side_by_side and args.kafka_security not in ("plaintext", "sasl_ssl"):
+        parser.error(f"rows ending {SECURED_SUFFIX} need --kafka-security plaintext or sasl_ssl")
+    security = "sasl_ssl" if side_by_side else args.kafka_security
+
+    with Stack(kafka_security=security, plaintext_beside=side_by_side) as stack, \
+            contextlib.ExitStack() as cleanup:  # fmt: skip
         assert stack.redis is not None
         asyncio.run(load_bench_sales(stack.redis.url))
         trees: dict[str, Path] = {}
@@ -187,8 +229,11 @@ def main() -> None:
         for row in rows.values():
             _measure(row, 1.0, args.connections)
         kafka_rows = [name for name in names if not name.startswith("bare")]
-        if kafka_rows:
-            _measure(rows[kafka_rows[0]], args.kafka_warm_up_s, args.connections)
+        # One warm-up per listener: the TLS and SCRAM code paths have their own JIT warm-up.
+        plain_rows = [name for name in kafka_rows if not name.endswith(SECURED_SUFFIX)]
+        secured_rows = [name for name in kafka_rows if name.endswith(SECURED_SUFFIX)]
+        for warm in plain_rows[:1] + secured_rows[:1]:
+            _measure(rows[warm], args.kafka_warm_up_s, args.connections)
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         for _ in range(runs):
             for name in names:
@@ -221,6 +266,12 @@ def main() -> None:
         "seconds_per_run": seconds,
         "runs": runs,
         "connections": args.connections,
+        "kafka": (
+            "one broker: its SASL_SSL (SCRAM-SHA-512) listener for the -sasl rows, "
+            "its PLAINTEXT listener for the others"
+            if side_by_side
+            else args.kafka_security
+        ),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
         "medians": medians,
         "ratios": {
@@ -234,6 +285,19 @@ def main() -> None:
             "gateway-uvicorn/bare-uvicorn": ratio("gateway-uvicorn", "bare-uvicorn"),
             "gateway-uvicorn/bare": ratio("gateway-uvicorn", "bare"),
             **{f"{name}/bare": ratio(name, "bare") for name in names if "@" in name},
+            **{
+                f"{name}/bare": ratio(name, "bare")
+                for name in names
+                if name.endswith(SECURED_SUFFIX)
+            },
+        },
+        # What Kafka over SASL_SSL costs, on the same broker in the same run: each -sasl
+        # row against its plaintext twin (when both ran).
+        "sasl_ssl_cost": {
+            name: _secured_cost(medians[name], medians[twin])
+            for name in names
+            if name.endswith(SECURED_SUFFIX)
+            and (twin := name.removesuffix(SECURED_SUFFIX)) in medians
         },
         "cpu_per_request_ratios": {
             name: cpu_ratio(name, "bare-uvicorn" if name == "gateway-uvicorn" else "bare")

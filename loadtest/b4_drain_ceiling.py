@@ -9,6 +9,7 @@ uses the reference backend without limits instead. Each process's CPU over the
 drain is reported, so it shows which one was the limit.
 
     .venv/bin/python -m loadtest.b4_drain_ceiling --orders 50000
+    .venv/bin/python -m loadtest.b4_drain_ceiling --orders 50000 --side-by-side   # TLS's cost
 
 Prints one JSON summary; bounded by --timeout-s.
 """
@@ -19,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import time
 import urllib.request
@@ -34,7 +36,7 @@ from flashgate.order import OrderRecord, encode_record
 from flashgate.settings import load_settings
 from flashgate.stack.ports import free_port
 from flashgate.stack.process import ManagedProcess
-from loadtest.harness import Stack, cpu_seconds
+from loadtest.harness import Stack, command_line, cpu_seconds
 
 DRAIN_CEILING_PER_S = 1_000_000.0
 
@@ -168,88 +170,141 @@ def infra_pids(stack: Stack) -> dict[str, int | None]:
     }
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    with Stack(
-        partitions=args.partitions, keep=args.keep, kafka_security=args.kafka_security
-    ) as stack:
-        port = free_port()
-        if args.backend == "null":
-            argv = [sys.executable, "-m", "loadtest.b4_drain_ceiling", "--serve-null", str(port)]
-        else:
-            argv = [
-                sys.executable, "-m", "reference_backend", "--port", str(port),
-                "--db", str(stack.root / "backend.sqlite3"), "--rate", "0",
-                "--concurrency", "0", "--commit-interval-ms", "50",
-            ]  # fmt: skip
-        backend = stack.start("backend", argv, port)
-        backend_url = f"http://127.0.0.1:{port}"
-        drain = {
-            "FLASHGATE_DRAIN_BACKEND_URL": backend_url,
-            "FLASHGATE_DRAIN_GROUP_ID": f"b4-{os.getpid()}",
-            "FLASHGATE_DRAIN_RATE_PER_S": str(DRAIN_CEILING_PER_S),
-            "FLASHGATE_DRAIN_BURST": "10000",
-            "FLASHGATE_DRAIN_CONCURRENCY": str(args.concurrency),
-            "FLASHGATE_DRAIN_MAX_IN_FLIGHT": str(args.max_in_flight),
-        }
-        started = time.monotonic()
-        preload(stack.variables(**drain), args.orders)
-        preload_s = time.monotonic() - started
-
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
-        env.update(stack.variables(**drain))
-        consumer = ManagedProcess(
-            "consumer", [sys.executable, "-m", "order_consumer.main"],
-            log_path=stack.root / "consumer.log", env=env, cwd=Path.cwd(),
-        )  # fmt: skip
-        consumer.start()
-        stack.processes.append(consumer)
-        pids = {"consumer": consumer.pid, "backend": backend.pid, **infra_pids(stack)}
-        # The consumer's start (imports, joining the group) is not drain time: the clock
-        # and the CPU counters start at its first delivery.
-        deadline = time.monotonic() + args.timeout_s
+def _drain(
+    stack: Stack, args: argparse.Namespace, *, group: str, listener: str = ""
+) -> dict[str, Any]:
+    """One consumer (group `group`) drains the preloaded topic into a fresh backend; its
+    figures. `listener="plaintext"`: over the PLAINTEXT listener of a secured broker."""
+    port = free_port()
+    if args.backend == "null":
+        argv = [sys.executable, "-m", "loadtest.b4_drain_ceiling", "--serve-null", str(port)]
+    else:
+        argv = [
+            sys.executable, "-m", "reference_backend", "--port", str(port),
+            "--db", str(stack.root / f"backend-{group}.sqlite3"), "--rate", "0",
+            "--concurrency", "0", "--commit-interval-ms", "50",
+        ]  # fmt: skip
+    backend = stack.start("backend", argv, port)
+    backend_url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
+    env.update(stack.variables(listener=listener, **_drain_variables(args, backend_url, group)))
+    consumer = ManagedProcess(
+        "consumer", [sys.executable, "-m", "order_consumer.main"],
+        log_path=stack.root / f"consumer-{group}.log", env=env, cwd=Path.cwd(),
+    )  # fmt: skip
+    consumer.start()
+    stack.processes.append(consumer)
+    pids = {"consumer": consumer.pid, "backend": backend.pid, **infra_pids(stack)}
+    # The consumer's start (imports, joining the group) is not drain time: the clock
+    # and the CPU counters start at its first delivery.
+    deadline = time.monotonic() + args.timeout_s
+    stats = _get(f"{backend_url}/stats")
+    while stats["orders"] == 0 and time.monotonic() < deadline:
+        if not consumer.running():
+            raise RuntimeError(f"consumer exited:\n{consumer.log_tail(30)}")
+        time.sleep(0.02)
         stats = _get(f"{backend_url}/stats")
-        while stats["orders"] == 0 and time.monotonic() < deadline:
-            if not consumer.running():
-                raise RuntimeError(f"consumer exited:\n{consumer.log_tail(30)}")
-            time.sleep(0.02)
-            stats = _get(f"{backend_url}/stats")
-        cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
-        wall_before = time.monotonic()
-        while stats["orders"] < args.orders and time.monotonic() < deadline:
-            if not consumer.running():
-                raise RuntimeError(f"consumer exited:\n{consumer.log_tail(30)}")
-            time.sleep(0.1)
-            stats = _get(f"{backend_url}/stats")
-        wall = time.monotonic() - wall_before
-        cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid}
-        per_second = {int(k): v for k, v in stats["per_second"].items()}
-        seconds = sorted(per_second)
-        inner = [per_second[s] for s in seconds[1:-1]]  # whole seconds only
-        if args.backend == "null" and stats.get("last_at"):
-            span = stats["last_at"] - stats["first_at"]
-        else:
-            span = max(1e-9, len(seconds) - 1)
-        summary = {
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items() if pid}
+    wall_before = time.monotonic()
+    while stats["orders"] < args.orders and time.monotonic() < deadline:
+        if not consumer.running():
+            raise RuntimeError(f"consumer exited:\n{consumer.log_tail(30)}")
+        time.sleep(0.1)
+        stats = _get(f"{backend_url}/stats")
+    wall = time.monotonic() - wall_before
+    cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items() if pid}
+    stack.stop(consumer)
+    stack.stop(backend)
+    per_second = {int(k): v for k, v in stats["per_second"].items()}
+    seconds = sorted(per_second)
+    inner = [per_second[s] for s in seconds[1:-1]]  # whole seconds only
+    if args.backend == "null" and stats.get("last_at"):
+        span = stats["last_at"] - stats["first_at"]
+    else:
+        span = max(1e-9, len(seconds) - 1)
+    return {
+        "delivered": stats["orders"],
+        "duplicates": stats["duplicates"],
+        "orders_per_s": round(stats["orders"] / span, 1) if span > 0 else None,
+        "orders_per_s_median_second": sorted(inner)[len(inner) // 2] if inner else None,
+        "orders_per_s_best_second": max(inner) if inner else None,
+        "drain_s": round(span, 2),
+        "cpu_share_of_one_core": {
+            name: round(seconds_used / wall, 2) for name, seconds_used in cpu.items()
+        },
+        "consumer_cpu_us_per_order": round(cpu["consumer"] / max(1, stats["orders"]) * 1e6, 1),
+        "timed_out": stats["orders"] < args.orders,
+    }
+
+
+def _drain_variables(args: argparse.Namespace, backend_url: str, group: str) -> dict[str, str]:
+    return {
+        "FLASHGATE_DRAIN_BACKEND_URL": backend_url,
+        "FLASHGATE_DRAIN_GROUP_ID": group,
+        "FLASHGATE_DRAIN_RATE_PER_S": str(DRAIN_CEILING_PER_S),
+        "FLASHGATE_DRAIN_BURST": "10000",
+        "FLASHGATE_DRAIN_CONCURRENCY": str(args.concurrency),
+        "FLASHGATE_DRAIN_MAX_IN_FLIGHT": str(args.max_in_flight),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    side_by_side = args.side_by_side
+    security = "sasl_ssl" if side_by_side else args.kafka_security
+    with Stack(
+        partitions=args.partitions,
+        keep=args.keep,
+        kafka_security=security,
+        plaintext_beside=side_by_side,
+    ) as stack:
+        started = time.monotonic()
+        preload(stack.variables(**_drain_variables(args, "http://127.0.0.1:1", "b4")), args.orders)
+        preload_s = time.monotonic() - started
+        summary: dict[str, Any] = {
             "benchmark": "B4 drain ceiling",
+            "command": command_line("loadtest.b4_drain_ceiling"),
             "orders": args.orders,
-            "delivered": stats["orders"],
-            "duplicates": stats["duplicates"],
             "backend": args.backend,
             "concurrency": args.concurrency,
             "max_in_flight": args.max_in_flight,
             "partitions": args.partitions,
-            "orders_per_s": round(stats["orders"] / span, 1) if span > 0 else None,
-            "orders_per_s_median_second": sorted(inner)[len(inner) // 2] if inner else None,
-            "orders_per_s_best_second": max(inner) if inner else None,
             "goal_orders_per_s": 3000,
-            "drain_s": round(span, 2),
             "preload_s": round(preload_s, 2),
-            "cpu_share_of_one_core": {
-                name: round(seconds_used / wall, 2) for name, seconds_used in cpu.items()
-            },
-            "timed_out": stats["orders"] < args.orders,
             "cpus": os.cpu_count(),
         }
+        if not side_by_side:
+            summary.update(_drain(stack, args, group=f"b4-{os.getpid()}"))
+        else:
+            # Every group reads the same preloaded records; the listeners alternate.
+            drains: dict[str, list[dict[str, Any]]] = {"plaintext": [], "sasl_ssl": []}
+            for round_ in range(args.runs):
+                for name, listener in (("plaintext", "plaintext"), ("sasl_ssl", "")):
+                    group = f"b4-{os.getpid()}-{name}-{round_}"
+                    drains[name].append(_drain(stack, args, group=group, listener=listener))
+            keys = ("orders_per_s", "orders_per_s_median_second", "consumer_cpu_us_per_order")
+            medians = {
+                name: {k: statistics.median(d[k] or 0 for d in runs) for k in keys}
+                for name, runs in drains.items()
+            }
+            plain, secured = medians["plaintext"], medians["sasl_ssl"]
+            summary.update(
+                {
+                    "kafka": "one broker: its PLAINTEXT and SASL_SSL (SCRAM-SHA-512) listeners",
+                    "runs": args.runs,
+                    "medians": medians,
+                    "sasl_ssl_orders_per_s_ratio": round(
+                        secured["orders_per_s"] / plain["orders_per_s"], 3
+                    )
+                    if plain["orders_per_s"]
+                    else None,
+                    "sasl_ssl_consumer_cpu_us_per_order_added": round(
+                        secured["consumer_cpu_us_per_order"] - plain["consumer_cpu_us_per_order"],
+                        1,
+                    ),
+                    "drains": drains,
+                    "timed_out": any(d["timed_out"] for r in drains.values() for d in r),
+                }
+            )
         if args.keep:
             summary["dir"] = str(stack.root)
         return summary
@@ -268,6 +323,12 @@ def main() -> None:
         "--kafka-security", choices=["plaintext", "sasl_ssl", "mtls"], default="plaintext",
         help="the broker's listener (sasl_ssl: SCRAM-SHA-512 over TLS)",
     )  # fmt: skip
+    parser.add_argument(
+        "--side-by-side", action="store_true",
+        help="drain the same orders over the PLAINTEXT and the SASL_SSL listener of one broker, "
+             "alternately, --runs times each (a fresh consumer group and backend per drain)",
+    )  # fmt: skip
+    parser.add_argument("--runs", type=int, default=2, help="drains per listener (--side-by-side)")
     parser.add_argument("--out", help="also write the JSON summary here")
     parser.add_argument("--serve-null", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -47,13 +47,14 @@ BENCHMARKS = [
     Benchmark(
         "B1", "admission efficiency", "loadtest.b1_admission", (), ("--quick",), "ratio", runs=1
     ),
-    # The same on a SASL_SSL (SCRAM-SHA-512) broker: what securing Kafka costs.
+    # What securing Kafka costs: the gateway over the SASL_SSL (SCRAM-SHA-512) listener
+    # of one broker beside the gateway over its PLAINTEXT listener, rows interleaved.
     Benchmark(
         "B1s",
-        "admission efficiency, Kafka over SASL_SSL",
+        "admission efficiency, Kafka over SASL_SSL beside plaintext",
         "loadtest.b1_admission",
-        ("--kafka-security", "sasl_ssl", "--rows", "bare,gateway"),
-        ("--quick", "--kafka-security", "sasl_ssl", "--rows", "bare,gateway"),
+        ("--rows", "bare,gateway,gateway-sasl"),
+        ("--quick", "--rows", "bare,gateway,gateway-sasl"),
         "ratio",
         runs=1,
     ),
@@ -84,13 +85,16 @@ BENCHMARKS = [
         ("--orders", "10000"),
         "orders_per_s",
     ),
+    # The same orders drained over the PLAINTEXT and the SASL_SSL listener of one broker,
+    # alternately, 3 drains each (medians).
     Benchmark(
         "B4s",
-        "drain ceiling of one consumer, Kafka over SASL_SSL",
+        "drain ceiling of one consumer, Kafka over SASL_SSL beside plaintext",
         "loadtest.b4_drain_ceiling",
-        ("--orders", "50000", "--kafka-security", "sasl_ssl"),
-        ("--orders", "10000", "--kafka-security", "sasl_ssl"),
+        ("--orders", "50000", "--side-by-side", "--runs", "3"),
+        ("--orders", "10000", "--side-by-side", "--runs", "1"),
         "orders_per_s",
+        runs=1,
     ),
 ]
 
@@ -150,6 +154,29 @@ def _flatten(key: str, result: dict[str, Any]) -> dict[str, Any]:
             for name, m in medians.items()
         }
         flat["ratios"] = result.get("ratios")
+    elif key == "B1s":
+        medians = result.get("medians", {})
+        cost = result.get("sasl_ssl_cost", {}).get("gateway-sasl", {})
+        flat["ratio"] = result.get("ratios", {}).get("gateway-sasl/bare")
+        flat["plaintext_ratio"] = result.get("ratios", {}).get("B1 gateway/bare")
+        flat["sasl_over_plaintext"] = cost.get("good_per_s_ratio")
+        flat["cpu_us_per_req_added"] = cost.get("server_cpu_us_per_req_added")
+        flat["kafka_cpu_us_per_req_added"] = cost.get("kafka_cpu_us_per_req_added")
+        flat["rows"] = {
+            name: f"{m.get('good_per_s')}/s p50 {m.get('p50_ms')} ms p99 {m.get('p99_ms')} ms "
+            f"cpu {m.get('server_cpu_us_per_req')} us/req, Kafka {m.get('kafka_cpu_us_per_req')}"
+            for name, m in medians.items()
+        }
+        flat.pop("sasl_ssl_cost", None)
+    elif key == "B4s":
+        medians = result.get("medians", {})
+        flat["orders_per_s"] = medians.get("sasl_ssl", {}).get("orders_per_s")
+        flat["plaintext_orders_per_s"] = medians.get("plaintext", {}).get("orders_per_s")
+        flat["sasl_over_plaintext"] = result.get("sasl_ssl_orders_per_s_ratio")
+        flat["consumer_cpu_us_per_order_added"] = result.get(
+            "sasl_ssl_consumer_cpu_us_per_order_added"
+        )
+        flat.pop("drains", None)
     elif key == "B5":
         medians = result.get("medians", {})
         flat["bare_loop_msgs_per_s"] = medians.get("bare-loop", {}).get("msgs_per_s")
@@ -284,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             if saved is not None:
                 outcomes[bench.key] = saved
             continue
-        if wanted and bench.key not in wanted:
+        if wanted and bench.key.upper() not in wanted:
             # Keep the last saved figures of the others, so the report stays whole.
             saved = _load(args.out / f"{bench.key.lower()}-summary.json")
             if saved is not None:

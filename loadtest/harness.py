@@ -1,6 +1,10 @@
 """What the benchmarks start: Redis, one Kafka broker and flashgate processes on free
 loopback ports, under a temporary directory, all stopped on exit.
 
+With `plaintext_beside=True` a secured broker also keeps a PLAINTEXT listener on a
+port of its own, so one run measures a plaintext and a secured client side by side
+on the same broker, Redis and topic (`variables(listener="plaintext")`).
+
 Used by b1_admission.py and b5_produce.py, so each is one self-contained command.
 The broker and Redis are started the same way as the test fixtures start them.
 """
@@ -63,6 +67,7 @@ class Stack(AbstractContextManager["Stack"]):
         partitions: int = 6,
         keep: bool = False,
         kafka_security: str = "plaintext",
+        plaintext_beside: bool = False,
     ) -> None:
         self.root = Path(tempfile.mkdtemp(prefix="flashgate-bench-"))
         self.keep = keep
@@ -74,6 +79,9 @@ class Stack(AbstractContextManager["Stack"]):
             self.security = BrokerSecurity.prepare(mode, self.root / "kafka-tls")
         elif kafka_security != "plaintext":
             raise ValueError(f"unknown Kafka security {kafka_security!r}")
+        if plaintext_beside and self.security is None:
+            raise ValueError("plaintext_beside needs a secured broker (sasl_ssl or mtls)")
+        self.plaintext_port = free_port() if plaintext_beside else None
         self.partitions = partitions
         self.redis: RedisServer | None = None
         self.broker: KafkaBroker | None = None
@@ -95,6 +103,8 @@ class Stack(AbstractContextManager["Stack"]):
                     cluster_id=new_cluster_id(libs),
                     security=self.security,
                 )
+                if self.plaintext_port is not None:
+                    self.broker.overrides = _plaintext_listener(self.broker, self.plaintext_port)
                 self.broker.format_storage()
                 self.broker.start(self.root / "kafka.log")
                 self.broker.wait_listening(90)
@@ -129,13 +139,21 @@ class Stack(AbstractContextManager["Stack"]):
     def bootstrap(self) -> str:
         return self.broker.bootstrap if self.broker else "127.0.0.1:1"
 
-    def variables(self, **overrides: str) -> dict[str, str]:
+    def variables(self, *, listener: str = "", **overrides: str) -> dict[str, str]:
+        """A flashgate process's settings; `listener="plaintext"` connects it to the
+        PLAINTEXT listener of a `plaintext_beside` broker instead of the secured one."""
         assert self.redis is not None
+        plaintext = listener == "plaintext"
+        if plaintext and self.plaintext_port is None:
+            raise ValueError("this broker has no PLAINTEXT listener beside its secured one")
+        if listener not in ("", "plaintext"):
+            raise ValueError(f"unknown listener {listener!r}")
         config = self.root / "flashgate.toml"
         config.touch()
+        bootstrap = f"127.0.0.1:{self.plaintext_port}" if plaintext else self.bootstrap
         variables = {
             "FLASHGATE_CONFIG": str(config),
-            "FLASHGATE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "FLASHGATE_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "FLASHGATE_KAFKA_ORDERS_TOPIC": self.topic,
             "FLASHGATE_KAFKA_DLQ_TOPIC": self.topic + ".dlq",
             "FLASHGATE_KAFKA_PARTITIONS": str(self.partitions),
@@ -143,18 +161,25 @@ class Stack(AbstractContextManager["Stack"]):
             "FLASHGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             "FLASHGATE_STACK_STATE_DIR": str(self.root / "state"),
         }
-        if self.security is not None:
+        if self.security is not None and not plaintext:
             variables.update(self.security.client_variables())
         variables.update(overrides)
         return variables
 
     def start(
-        self, name: str, argv: list[str], port: int, *, cwd: Path = REPO, **overrides: str
+        self,
+        name: str,
+        argv: list[str],
+        port: int,
+        *,
+        cwd: Path = REPO,
+        listener: str = "",
+        **overrides: str,
     ) -> ManagedProcess:
         import os
 
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
-        env.update(self.variables(**overrides))
+        env.update(self.variables(listener=listener, **overrides))
         process = ManagedProcess(
             name, argv, log_path=self.root / f"{name}-{len(self.processes)}.log", env=env, cwd=cwd
         )
@@ -167,7 +192,7 @@ class Stack(AbstractContextManager["Stack"]):
         return process
 
     def start_gateway(
-        self, *, tree: Path = REPO, **overrides: str
+        self, *, tree: Path = REPO, listener: str = "", **overrides: str
     ) -> tuple[ManagedProcess, int, int]:
         """A gateway from `tree` (another checkout of flashgate, to compare commits)."""
         port, admin_port = free_port(), free_port()
@@ -176,6 +201,7 @@ class Stack(AbstractContextManager["Stack"]):
             [sys.executable, "-m", "gateway.main"],
             port,
             cwd=tree,
+            listener=listener,
             FLASHGATE_GATEWAY_PORT=str(port),
             FLASHGATE_ADMIN_PORT=str(admin_port),
             **overrides,
@@ -186,6 +212,20 @@ class Stack(AbstractContextManager["Stack"]):
     def stop(self, process: ManagedProcess) -> None:
         process.stop(timeout_s=20)
         self.processes.remove(process)
+
+
+def _plaintext_listener(broker: KafkaBroker, port: int) -> dict[str, str]:
+    """Broker properties adding a PLAINTEXT client listener on `port` to a secured broker
+    (the secured one stays the inter-broker listener)."""
+    props = broker.properties()
+    address = f"127.0.0.1:{port}"
+    return {
+        "listeners": f"{props['listeners']},PLAINTEXT://{address}",
+        "advertised.listeners": f"{props['advertised.listeners']},PLAINTEXT://{address}",
+        "listener.security.protocol.map": (
+            f"{props['listener.security.protocol.map']},PLAINTEXT:PLAINTEXT"
+        ),
+    }
 
 
 def load_sale(admin_port: int, sale_id: str, body: dict[str, Any]) -> Any:

@@ -36,9 +36,17 @@ GOALS: dict[str, list[tuple[str, str, str]]] = {
         ("p99_s", "", ""),
         ("backend_errors", "", ""),
     ],
-    "B1s": [("ratio", "beside B1's: the admission path with Kafka over SASL_SSL", "")],
+    "B1s": [
+        ("ratio", "to bare: the admission path with Kafka over SASL_SSL", ""),
+        ("plaintext_ratio", "the same over PLAINTEXT, same broker and run", ""),
+        ("sasl_over_plaintext", "accepted orders/s, SASL_SSL / PLAINTEXT", ""),
+    ],
     "B4": [("orders_per_s", ">= 3,000 orders/s", "ge:3000")],
-    "B4s": [("orders_per_s", "beside B4's: one consumer with Kafka over SASL_SSL", "")],
+    "B4s": [
+        ("orders_per_s", "one consumer with Kafka over SASL_SSL", ""),
+        ("plaintext_orders_per_s", "the same orders over PLAINTEXT, same broker and run", ""),
+        ("sasl_over_plaintext", "SASL_SSL / PLAINTEXT", ""),
+    ],
     "B5": [("ratio", "B1 / B5: what the HTTP path costs over a bare produce loop", "")],
 }
 

@@ -32,6 +32,8 @@ DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 COMPOSE_DIR = DEPLOY / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
+# The secured variant: an override file, `docker compose -f compose.yaml -f compose.secured.yaml`.
+COMPOSE_SECURED_FILE = COMPOSE_DIR / "compose.secured.yaml"
 # Hand-written schemas of the custom resources, one directory per API group.
 CRD_SCHEMAS = K8S / "schemas"
 KUSTOMIZE_TIMEOUT_S = 60
@@ -142,6 +144,48 @@ def compose_schema_errors(document: Manifest) -> list[str]:
         f"{'.'.join(str(p) for p in error.absolute_path) or '<root>'}: {error.message}"
         for error in validator.iter_errors(document)
     ]
+
+
+# Sequences an override replaces rather than extends (Compose Specification, "Merge").
+_REPLACED_SEQUENCES = frozenset({"command", "entrypoint", "test", "dns", "dns_search"})
+
+
+def _merge_key(key: str, item: Any) -> Any:
+    """What makes two items of a merged sequence the same item: a volume's target, a
+    secret's source; anything else is itself."""
+    if key == "volumes" and isinstance(item, str):
+        parts = item.split(":")
+        return parts[1] if len(parts) > 1 else parts[0]
+    if key == "volumes" and isinstance(item, dict):
+        return item.get("target")
+    if key == "secrets" and isinstance(item, dict):
+        return item.get("source")
+    return json.dumps(item, sort_keys=True)
+
+
+def _merge(base: Any, override: Any, key: str = "") -> Any:
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for name, value in override.items():
+            merged[name] = _merge(base[name], value, name) if name in base else value
+        return merged
+    if isinstance(base, list) and isinstance(override, list) and key not in _REPLACED_SEQUENCES:
+        by_key = {_merge_key(key, item): item for item in base}
+        for item in override:
+            by_key[_merge_key(key, item)] = item
+        return list(by_key.values())
+    return override
+
+
+def compose_merged(*paths: Path) -> Manifest:
+    """The document `docker compose -f A -f B ...` runs, for the keys these deploy files
+    use: mappings merged key by key, `command`/`entrypoint`/`healthcheck.test` replaced,
+    `volumes` merged by target and other sequences by value (the Compose
+    Specification's merge rules). YAML anchors and `<<` are resolved per file first."""
+    merged: Manifest = {}
+    for path in paths:
+        merged = _merge(merged, yaml.safe_load(path.read_text()))
+    return merged
 
 
 def settings_env_names() -> set[str]:
