@@ -29,16 +29,12 @@ import itertools
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import uvloop
-from harness import command_line, cpu_seconds
 
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission.keys import SaleKeys
@@ -48,6 +44,7 @@ from flashgate.redis_scripts.loader import RedisScripts, read_script
 from flashgate.settings import RedisSettings, SalesSettings
 from flashgate.stack.ports import free_port
 from flashgate.stack.redis_server import RedisServer
+from loadtest.harness import command_line, cpu_seconds
 
 SALE = "b7"
 SKU = "SKU-1"
