@@ -9,11 +9,16 @@ import os
 import shlex
 import stat
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from flashgate.errors import StackError
+from flashgate.stack.ports import free_port, wait_for_port
+from flashgate.stack.process import ManagedProcess
+from flashgate.stack.redis_server import HOST, RedisServer, ensure_redis_installed, redis_cli
 from tests.deploy_support import COMPOSE_DIR, K8S, Manifest, by_kind, containers, kustomize_build
 
 SCRIPTS = ("find-primary.sh", "start-redis.sh", "start-sentinel.sh")
@@ -166,3 +171,54 @@ def test_a_restarted_pod_follows_the_primary_the_sentinels_name(
     assert "sentinel announce-ip redis-0.redis-headless" in sentinel
     fresh = _run(demo, tmp_path, "start-sentinel.sh", "redis-1", "")
     assert "sentinel monitor flashgate redis-0.redis-headless 6379 2" in fresh
+
+
+def test_a_real_sentinel_runs_the_shipped_config(demo: list[Manifest], tmp_path: Path) -> None:
+    """Debian's redis-server --sentinel takes the ConfigMap's file as start-sentinel.sh
+    writes it (hostnames resolved and announced), on loopback: the primary named by
+    host name (`localhost` for redis-0.redis-headless), quorum 2."""
+    (tmp_path / "script").mkdir()
+    written = _run(demo, tmp_path / "script", "start-sentinel.sh", "redis-1", "")
+    primary = RedisServer(free_port(), tmp_path / "primary", appendonly=False)
+    port = free_port()
+    conf = written.split("\n", 1)[1]  # after the stand-in's "redis-sentinel <file>" line
+    conf = (
+        conf.replace("port 26379", f"port {port}\nbind {HOST}")
+        .replace("dir /sentinel", f"dir {tmp_path}")
+        .replace("redis-0.redis-headless 6379", f"localhost {primary.port}")
+        .replace("redis-1.redis-headless", "localhost")
+    )
+    assert f"sentinel monitor flashgate localhost {primary.port} 2" in conf
+    config = tmp_path / "sentinel.conf"
+    config.write_text(conf)
+    sentinel = ManagedProcess(
+        "sentinel",
+        [ensure_redis_installed(), str(config), "--sentinel"],
+        log_path=tmp_path / "sentinel.log",
+    )
+    try:
+        primary.start(tmp_path / "primary.log")
+        primary.wait_listening()
+        sentinel.start()
+        wait_for_port("Redis Sentinel", HOST, port, 20)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                master = redis_cli(port, "sentinel", "master", "flashgate").split("\n")
+                fields = dict(zip(master[0::2], master[1::2], strict=False))
+                # A run id: the sentinel reached the primary by its name and read INFO.
+                if fields.get("flags") == "master" and fields.get("runid"):
+                    break
+            except StackError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "sentinel.log").read_text()[-2000:]
+            time.sleep(0.2)
+        assert (fields["ip"], fields["port"], fields["quorum"]) == (
+            "localhost",
+            str(primary.port),
+            "2",
+        )
+        assert sentinel.running()
+    finally:
+        sentinel.stop(10)
+        primary.stop()
