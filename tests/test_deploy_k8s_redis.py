@@ -111,25 +111,34 @@ def _stub(directory: Path, name: str, body: str) -> None:
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
 
 
+def _prepare(
+    demo: list[Manifest], tmp_path: Path, pod: str, primary: str, port: int = 6379
+) -> tuple[Path, dict[str, str]]:
+    """The ConfigMap's files under `tmp_path` as pod `pod` sees them, the other
+    sentinels naming `primary` at `port` ("" = none answers): the scripts' directory
+    and environment."""
+    config, state, bin_dir = tmp_path / "config", tmp_path / "sentinel", tmp_path / "bin"
+    for directory in (config, state, bin_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    for name, text in _config_map(demo).items():
+        text = text.replace("/config/", f"{config}/").replace("/sentinel/", f"{state}/")
+        (config / name).write_text(text)
+    # redis-cli answers `sentinel get-master-addr-by-name` as a sentinel would.
+    answer = f'printf "%s\\n{port}\\n" {shlex.quote(primary)}' if primary else "exit 1"
+    _stub(bin_dir, "redis-cli", answer + "\n")
+    # One argument a line, so an empty one ("--save", "") shows.
+    _stub(bin_dir, "redis-server", 'printf "%s\\n" redis-server "$@"\n')
+    _stub(bin_dir, "redis-sentinel", 'echo "redis-sentinel $*"; cat "$1"\n')
+    return config, {"PATH": f"{bin_dir}:{os.environ['PATH']}", "POD_NAME": pod}
+
+
 def _run(
     demo: list[Manifest], tmp_path: Path, script: str, pod: str, primary: str, *args: str
 ) -> str:
     """Run one start-up script as pod `pod` would, the other sentinels naming
     `primary` ("" = none answers); what it finally executed, one argument a line
     for redis-server."""
-    config, state, bin_dir = tmp_path / "config", tmp_path / "sentinel", tmp_path / "bin"
-    for directory in (config, state, bin_dir):
-        directory.mkdir(exist_ok=True)
-    for name, text in _config_map(demo).items():
-        text = text.replace("/config/", f"{config}/").replace("/sentinel/", f"{state}/")
-        (config / name).write_text(text)
-    # redis-cli answers `sentinel get-master-addr-by-name` as a sentinel would.
-    answer = f'printf "%s\\n6379\\n" {shlex.quote(primary)}' if primary else "exit 1"
-    _stub(bin_dir, "redis-cli", answer + "\n")
-    # One argument a line, so an empty one ("--save", "") shows.
-    _stub(bin_dir, "redis-server", 'printf "%s\\n" redis-server "$@"\n')
-    _stub(bin_dir, "redis-sentinel", 'echo "redis-sentinel $*"; cat "$1"\n')
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "POD_NAME": pod}
+    config, env = _prepare(demo, tmp_path, pod, primary)
     done = subprocess.run(
         ["sh", str(config / script), *args],
         env=env,
@@ -177,7 +186,6 @@ def test_a_real_sentinel_runs_the_shipped_config(demo: list[Manifest], tmp_path:
     """Debian's redis-server --sentinel takes the ConfigMap's file as start-sentinel.sh
     writes it (hostnames resolved and announced), on loopback: the primary named by
     host name (`localhost` for redis-0.redis-headless), quorum 2."""
-    (tmp_path / "script").mkdir()
     written = _run(demo, tmp_path / "script", "start-sentinel.sh", "redis-1", "")
     primary = RedisServer(free_port(), tmp_path / "primary", appendonly=False)
     port = free_port()
@@ -221,4 +229,62 @@ def test_a_real_sentinel_runs_the_shipped_config(demo: list[Manifest], tmp_path:
         assert sentinel.running()
     finally:
         sentinel.stop(10)
+        primary.stop()
+
+
+def _initial_aof_written(info: str) -> bool:
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    return (
+        int(fields["aof_rewrites"]) >= 1
+        and fields["aof_rewrite_in_progress"] == "0"
+        and fields["aof_rewrite_scheduled"] == "0"
+    )
+
+
+def test_a_real_replica_follows_the_primary_the_sentinels_name(
+    demo: list[Manifest], tmp_path: Path
+) -> None:
+    """start-redis.sh execs Debian's redis-server with the container's args: named a
+    primary by the sentinels, it replicates it and announces the pod's name."""
+    # No 5 s wait before the first full sync (repl-diskless-sync-delay), in a test.
+    primary = RedisServer(
+        free_port(),
+        tmp_path / "primary",
+        appendonly=False,
+        extra_args=["--repl-diskless-sync-delay", "0"],
+    )
+    replica_port = free_port()
+    config, env = _prepare(demo, tmp_path / "pod", "redis-1", HOST, primary.port)
+    args = _container(demo, "redis")["args"]
+    data = tmp_path / "replica"
+    data.mkdir()
+    argv = [ensure_redis_installed(), *args[1:], "--port", str(replica_port), "--bind", HOST]
+    argv = [str(data) if arg == "/data" else arg for arg in argv]
+    replica = ManagedProcess(
+        "replica",
+        ["sh", str(config / "start-redis.sh"), *argv],
+        log_path=tmp_path / "replica.log",
+        env=env,
+    )
+    try:
+        primary.start(tmp_path / "primary.log")
+        primary.wait_listening()
+        replica.start()
+        wait_for_port("replica", HOST, replica_port, 20)
+        deadline = time.monotonic() + 20
+        while "master_link_status:up" not in redis_cli(replica_port, "info", "replication"):
+            assert time.monotonic() < deadline, (tmp_path / "replica.log").read_text()[-2000:]
+            time.sleep(0.2)
+        info = redis_cli(primary.port, "info", "replication")
+        assert f"slave0:ip=redis-1.redis-headless,port={replica_port}," in info
+        assert redis_cli(replica_port, "config", "get", "maxmemory-policy").split() == [
+            "maxmemory-policy",
+            "noeviction",
+        ]
+        # A replica refuses SIGTERM while it writes its first AOF after the sync.
+        while not _initial_aof_written(redis_cli(replica_port, "info", "persistence")):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        replica.stop(10)
         primary.stop()
