@@ -16,6 +16,9 @@ Rows `admit-<n>`: admission alone (each order then holds a reservation).
 Row `admit+confirm-64`: each batch admitted and then confirmed (confirm.lua, as the
 gateway does once Kafka acknowledged the records), in one pipeline: everything the
 sale's slot does per accepted order on the hot path.
+Row `admit+confirm-64-limits`: the same with the sale and user limiters on, as the
+deploys ship them (per-IP off), set so that neither refuses (a new user per order):
+the GCRA keys' cost.
 
     .venv/bin/python -m loadtest.b7_hot_sale --quick   # ~20 s
     .venv/bin/python -m loadtest.b7_hot_sale           # 5 s runs x 3, medians
@@ -27,6 +30,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import re
 import shutil
 import statistics
 import tempfile
@@ -50,21 +54,30 @@ SALE = "b7"
 SKU = "SKU-1"
 OPEN = RateSpec(per_second=0, burst=1)
 TTL_MS = "60000"
-ROWS = ("admit-16", "admit-64", "admit-256", "admit+confirm-64")
+ROWS = ("admit-16", "admit-64", "admit-256", "admit+confirm-64", "admit+confirm-64-limits")
+# Limits on as the deploys ship them (sale and user; per-IP off without a trusted
+# X-Forwarded-For), never reached: the sale limiter far above any rate here, the user
+# limiter at a shopper's pace (each order comes from a new user).
+LIMITS = RatesSpec(
+    sale=RateSpec(per_second=10**7, burst=10**9),
+    user=RateSpec(per_second=1, burst=3),
+    ip=OPEN,
+)
 
 
 def _batch_size(row: str) -> int:
-    return int(row.rsplit("-", 1)[1])
+    match = re.search(r"-(\d+)", row)
+    assert match is not None, row
+    return int(match[1])
 
 
-async def _load_sale(url: str) -> None:
+async def _load_sale(url: str, limits: bool) -> None:
     redis = create_redis(RedisSettings(url=url))
     try:
         await redis.execute_command("FLUSHALL", "SYNC")
         store = SaleStore(RedisScripts(redis, admitter_module.SCRIPTS))
-        definition = SaleDefinition(
-            stock={SKU: 10**15}, rates=RatesSpec(sale=OPEN, user=OPEN, ip=OPEN)
-        )
+        rates = LIMITS if limits else RatesSpec(sale=OPEN, user=OPEN, ip=OPEN)
+        definition = SaleDefinition(stock={SKU: 10**12}, rates=rates)
         await store.load(SALE, definition, SalesSettings())
         for name in ("admit", "confirm"):  # EVALSHA, as the gateways call them
             await redis.execute_command("SCRIPT", "LOAD", read_script(name).source)
@@ -134,7 +147,7 @@ def measure(
 ) -> dict[str, Any]:
     pid = server.process.pid if server.process is not None else None
     assert pid is not None
-    uvloop.run(_load_sale(server.url))
+    uvloop.run(_load_sale(server.url, limits=row.endswith("-limits")))
     cpu_before = cpu_seconds(pid)
     started = time.monotonic()
     orders = uvloop.run(_drive(server.url, row, seconds, connections, depth))

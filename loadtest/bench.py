@@ -173,6 +173,9 @@ def _flatten(key: str, result: dict[str, Any]) -> dict[str, Any]:
         flat["admit_only_cpu_us_per_order"] = medians.get("admit-64", {}).get(
             "redis_cpu_us_per_order"
         )
+        flat["limits_on_cpu_us_per_order"] = medians.get("admit+confirm-64-limits", {}).get(
+            "redis_cpu_us_per_order"
+        )
         flat["rows"] = {
             name: f"{m.get('orders_per_s'):,.0f}/s, Redis CPU {m.get('redis_cpu_share')}, "
             f"{m.get('redis_cpu_us_per_order')} us/order, "

@@ -48,6 +48,11 @@ GOALS: dict[str, list[tuple[str, str, str]]] = {
             "",
         ),
         ("slot_cpu_us_per_order", "Redis CPU per accepted order on the sale's primary", ""),
+        (
+            "limits_on_cpu_us_per_order",
+            "the same with the sale and user limiters on, as the deploys ship them",
+            "",
+        ),
     ],
 }
 
