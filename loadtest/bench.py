@@ -1,4 +1,4 @@
-"""`make bench`: B1-B5 side by side in one run, medians of 3, written to loadtest/RESULTS.md.
+"""`make bench`: B1-B5 and B7 side by side in one run, medians of 3, written to loadtest/RESULTS.md.
 
 Each benchmark is its own script that starts what it needs on free loopback
 ports and prints one JSON summary as its last line; this runner repeats each,
@@ -59,6 +59,16 @@ BENCHMARKS = [
         runs=1,
     ),
     Benchmark("B5", "write-path ceiling", "loadtest.b5_produce", (), ("--quick",), "ratio", runs=1),
+    # One sale's slot on one Redis thread: admit.lua straight at redis-server.
+    Benchmark(
+        "B7",
+        "the ceiling of one hot sale",
+        "loadtest.b7_hot_sale",
+        (),
+        ("--quick",),
+        "slot_orders_per_s",
+        runs=1,
+    ),
     Benchmark(
         "B2",
         "shaping a 50,000-order burst",
@@ -182,6 +192,23 @@ def _flatten(key: str, result: dict[str, Any]) -> dict[str, Any]:
         flat["bare_loop_msgs_per_s"] = medians.get("bare-loop", {}).get("msgs_per_s")
         flat["ratio"] = result.get("ratios_to_bare_loop", {}).get("gateway")
         flat["rows"] = {name: m.get("msgs_per_s") for name, m in medians.items()}
+    elif key == "B7":
+        medians = result.get("medians", {})
+        full = medians.get("admit+confirm-64", {})
+        flat["slot_orders_per_s"] = full.get("ceiling_orders_per_s")
+        flat["slot_cpu_us_per_order"] = full.get("redis_cpu_us_per_order")
+        flat["admit_only_cpu_us_per_order"] = medians.get("admit-64", {}).get(
+            "redis_cpu_us_per_order"
+        )
+        flat["limits_on_cpu_us_per_order"] = medians.get("admit+confirm-64-limits", {}).get(
+            "redis_cpu_us_per_order"
+        )
+        flat["rows"] = {
+            name: f"{m.get('orders_per_s'):,.0f}/s, Redis CPU {m.get('redis_cpu_share')}, "
+            f"{m.get('redis_cpu_us_per_order')} us/order, "
+            f"ceiling {m.get('ceiling_orders_per_s'):,.0f}/s"
+            for name, m in medians.items()
+        }
     elif key == "B2":
         flat["accepted_share"] = result.get("share_accepted")
         flat["peak_ratio"] = result.get("peak_over_set_rate")

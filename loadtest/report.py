@@ -48,6 +48,20 @@ GOALS: dict[str, list[tuple[str, str, str]]] = {
         ("sasl_over_plaintext", "SASL_SSL / PLAINTEXT", ""),
     ],
     "B5": [("ratio", "B1 / B5: what the HTTP path costs over a bare produce loop", "")],
+    "B7": [
+        (
+            "slot_orders_per_s",
+            "one sale's slot, admit + confirm in batches of 64: one core-second / Redis CPU "
+            "per order (docs/OPERATIONS.md, Sizing)",
+            "",
+        ),
+        ("slot_cpu_us_per_order", "Redis CPU per accepted order on the sale's primary", ""),
+        (
+            "limits_on_cpu_us_per_order",
+            "the same with the sale and user limiters on, as the deploys ship them",
+            "",
+        ),
+    ],
 }
 
 
@@ -133,7 +147,7 @@ def write_results(
         *[f"| {k} | {v} |" for k, v in machine.items()],
         "",
     ]
-    for key in ("B1", "B1s", "B5", "B2", "B3", "B4", "B4s"):
+    for key in ("B1", "B1s", "B5", "B7", "B2", "B3", "B4", "B4s"):
         if key in outcomes:
             lines += _section(outcomes[key])
     try:

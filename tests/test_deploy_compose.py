@@ -85,7 +85,31 @@ def test_settings_are_mounted_as_a_directory(compose: Manifest) -> None:
     for name in ("gateway", "consumer"):
         service = _services(compose)[name]
         assert "./config:/etc/flashgate:ro" in service["volumes"]
-        assert service["environment"]["FLASHGATE_CONFIG"] == "/etc/flashgate/flashgate.toml"
+        # flashgate.toml by default, flashgate-sentinel.toml with the sentinel profile.
+        config = service["environment"]["FLASHGATE_CONFIG"]
+        assert config == "/etc/flashgate/${FLASHGATE_SETTINGS:-flashgate.toml}"
+        for file in ("flashgate.toml", "flashgate-sentinel.toml"):
+            assert (COMPOSE_DIR / "config" / file).is_file()
+
+
+def test_sentinel_profile_runs_two_replicas_and_three_sentinels(compose: Manifest) -> None:
+    services = _services(compose)
+    profiled = {name for name, s in services.items() if "sentinel" in s.get("profiles", [])}
+    replicas = {"redis-replica-1", "redis-replica-2"}
+    sentinels = {"sentinel-1", "sentinel-2", "sentinel-3"}
+    assert profiled == replicas | sentinels
+    assert "profiles" not in services["redis"]  # the default deploy keeps its one Redis
+    for name in replicas:
+        command = services[name]["command"]
+        assert command[command.index("--replicaof") + 1 :][:2] == ["redis", "6379"], name
+        assert command[command.index("--replica-announce-ip") + 1] == name
+    for name in sentinels:
+        (script,) = services[name]["command"]
+        assert f"sentinel announce-ip {name}" in script
+        assert "/etc/redis/sentinel.conf" in script
+        assert services[name]["depends_on"]["redis"] == {"condition": "service_healthy"}
+    conf = (COMPOSE_DIR / "redis" / "sentinel.conf").read_text().splitlines()
+    assert "sentinel monitor flashgate redis 6379 2" in conf
 
 
 def test_prometheus_loads_the_alerts_and_grafana_the_dashboard() -> None:

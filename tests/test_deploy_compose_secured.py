@@ -112,7 +112,9 @@ def test_the_merge_keeps_the_plain_deploy_and_secures_it(merged: Manifest) -> No
         assert services[name]["image"] == plain[name]["image"]
     for name in CLIENTS:
         assert "./config:/etc/flashgate:ro" in services[name]["volumes"]
-        assert services[name]["environment"]["FLASHGATE_CONFIG"] == "/etc/flashgate/flashgate.toml"
+        # The base's choice of settings file (plain, or the sentinel profile's) stands.
+        config = services[name]["environment"]["FLASHGATE_CONFIG"]
+        assert config == plain[name]["environment"]["FLASHGATE_CONFIG"]
 
 
 def test_brokers_listen_only_on_sasl_ssl_and_talk_to_each_other_over_tls(

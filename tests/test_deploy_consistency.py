@@ -35,9 +35,23 @@ from tests.deploy_support import (
 
 K8S_TOML = K8S / "base" / "flashgate.toml"
 COMPOSE_TOML = COMPOSE_DIR / "config" / "flashgate.toml"
+# The compose `sentinel` profile's settings: the twin of the Kubernetes file.
+COMPOSE_SENTINEL_TOML = COMPOSE_DIR / "config" / "flashgate-sentinel.toml"
 RETENTION_3_DAYS_MS = 3 * 24 * 3600 * 1000
 # The settings that name other services: the only ones allowed to differ.
-ADDRESSES = {("kafka", "bootstrap_servers"), ("redis", "url"), ("drain", "backend_url")}
+ADDRESSES = {
+    ("kafka", "bootstrap_servers"),
+    ("redis", "url"),
+    ("redis", "sentinels"),
+    ("drain", "backend_url"),
+}
+# What the compose default (one Redis) and its `sentinel` profile may differ in.
+REDIS_TOPOLOGY = {
+    ("redis", "mode"),
+    ("redis", "sentinels"),
+    ("redis", "sentinel_master"),
+    ("redis", "wait_replicas"),
+}
 # Keys that follow from each deploy's surroundings. Compose's HAProxy overwrites
 # X-Forwarded-For with the client's address; the Kubernetes deploy ships no
 # ingress, so it trusts no such header, and per-IP limits stay off there (every
@@ -70,10 +84,20 @@ def _k8s_env(container: Manifest) -> dict[str, str]:
     return {item["name"]: item.get("value", "from-a-secret") for item in container.get("env", [])}
 
 
-def _compose_env(service: dict[str, Any]) -> dict[str, str]:
-    # `${NAME:?message}` / `${NAME:-default}` are filled by docker compose from its environment.
+def _compose_env(service: dict[str, Any], given: dict[str, str] | None = None) -> dict[str, str]:
+    """`${NAME:?message}` / `${NAME:-default}` as docker compose fills them from its
+    environment `given`: a default when NAME is not given, else a stand-in value."""
+    given = given or {}
+
+    def fill(match: re.Match[str]) -> str:
+        name, _, default = match[1].partition(":-")
+        name = name.partition(":?")[0]
+        if name in given:
+            return given[name]
+        return default if ":-" in match[1] else "from-the-environment"
+
     return {
-        name: re.sub(r"\$\{[^}]*\}", "from-the-environment", str(value))
+        name: re.sub(r"\$\{([^}]*)\}", fill, str(value))
         for name, value in service.get("environment", {}).items()
     }
 
@@ -82,19 +106,27 @@ def _load(path: Any, env: dict[str, str]) -> Settings:
     return load_settings(path, environ=env)
 
 
-def _without_addresses(settings: Settings) -> dict[str, Any]:
+def _without(settings: Settings, keys: set[tuple[str, str]]) -> dict[str, Any]:
     data: dict[str, Any] = msgspec.to_builtins(settings, enc_hook=mask_secret)
-    for section, key in ADDRESSES | DEPLOY_SPECIFIC:
+    for section, key in keys:
         data[section].pop(key, None)
     return data
 
 
+def _without_addresses(settings: Settings) -> dict[str, Any]:
+    return _without(settings, ADDRESSES | DEPLOY_SPECIFIC)
+
+
 def _without_maxmemory(args: list[str]) -> list[str]:
     # Sized from the container's memory limit, which only the Kubernetes deploy sets.
-    if "--maxmemory" not in args:
-        return args
-    at = args.index("--maxmemory")
-    return args[:at] + args[at + 2 :]
+    # Where a server announces itself and whom it replicates differ per node (on
+    # Kubernetes, start-redis.sh adds them from the pod's name and the sentinels).
+    out = list(args)
+    for flag, values in (("--maxmemory", 1), ("--replica-announce-ip", 1), ("--replicaof", 2)):
+        if flag in out:
+            at = out.index(flag)
+            out = out[:at] + out[at + 1 + values :]
+    return out
 
 
 def _topics_created_by_compose(compose: dict[str, Any]) -> dict[str, dict[str, str]]:
@@ -138,10 +170,51 @@ def test_both_settings_files_load_with_the_deploys_environment(
         (container,) = containers(by_kind(k8s, "Deployment")[name])
         _load(K8S_TOML, _k8s_env(container))
         _load(COMPOSE_TOML, _compose_env(compose[name]))
+        _load(COMPOSE_SENTINEL_TOML, _compose_env(compose[name]))
+
+
+def test_compose_picks_its_settings_file_by_profile(compose: dict[str, Any]) -> None:
+    for name in ("gateway", "consumer"):
+        default = _compose_env(compose[name])["FLASHGATE_CONFIG"]
+        assert default == "/etc/flashgate/flashgate.toml", name
+        chosen = _compose_env(compose[name], {"FLASHGATE_SETTINGS": COMPOSE_SENTINEL_TOML.name})
+        path = chosen["FLASHGATE_CONFIG"]
+        assert path == f"/etc/flashgate/{COMPOSE_SENTINEL_TOML.name}", name
+        assert load_settings(environ={**chosen, "FLASHGATE_CONFIG": str(COMPOSE_SENTINEL_TOML)})
 
 
 def test_settings_files_differ_only_in_addresses() -> None:
-    assert _without_addresses(_load(K8S_TOML, {})) == _without_addresses(_load(COMPOSE_TOML, {}))
+    k8s = _load(K8S_TOML, {})
+    assert _without_addresses(k8s) == _without_addresses(_load(COMPOSE_SENTINEL_TOML, {}))
+    # The compose default is the same but for one Redis instead of Sentinel.
+    assert _without(_load(COMPOSE_TOML, {}), REDIS_TOPOLOGY) == _without(
+        _load(COMPOSE_SENTINEL_TOML, {}), REDIS_TOPOLOGY
+    )
+
+
+def test_both_deploys_run_redis_under_sentinel_with_a_replica_per_admission(
+    k8s: list[Manifest], compose: dict[str, Any]
+) -> None:
+    for path in (K8S_TOML, COMPOSE_SENTINEL_TOML):
+        redis = _load(path, {}).redis
+        assert (redis.mode, redis.sentinel_master, redis.wait_replicas) == (
+            "sentinel",
+            "flashgate",
+            1,
+        ), path
+        assert len(redis.sentinels) == 3, path
+    statefulset = by_kind(k8s, "StatefulSet")["redis"]
+    pods = [
+        f"{statefulset['metadata']['name']}-{i}" for i in range(statefulset["spec"]["replicas"])
+    ]
+    headless = statefulset["spec"]["serviceName"]
+    ports = {p["name"]: p["port"] for p in by_kind(k8s, "Service")[headless]["spec"]["ports"]}
+    assert _load(K8S_TOML, {}).redis.sentinels == [
+        f"{pod}.{headless}:{ports['sentinel']}" for pod in pods
+    ]
+    sentinels = [name for name in compose if name.startswith("sentinel-")]
+    assert _load(COMPOSE_SENTINEL_TOML, {}).redis.sentinels == [f"{s}:26379" for s in sentinels]
+    assert all(compose[s]["profiles"] == ["sentinel"] for s in sentinels)
 
 
 def test_addresses_name_services_of_their_own_deploy(
@@ -152,12 +225,17 @@ def test_addresses_name_services_of_their_own_deploy(
     assert on_k8s.kafka.bootstrap_servers == f"{kafka['metadata']['name']}-kafka-bootstrap:9092"
     services = by_kind(k8s, "Service")
     assert on_k8s.redis.url == "redis://redis:6379/0" and "redis" in services
+    assert all(
+        address.split(":")[0].split(".")[1] in services for address in on_k8s.redis.sentinels
+    )
     assert on_k8s.drain.backend_url == "http://order-backend:8090" and "order-backend" in services
     on_compose = _load(COMPOSE_TOML, {})
     brokers = on_compose.kafka.bootstrap_servers.split(",")
     assert [b.split(":")[0] for b in brokers] == ["kafka-1", "kafka-2", "kafka-3"]
     assert all(b.split(":")[0] in compose for b in brokers)
     assert on_compose.redis.url == "redis://redis:6379/0" and "redis" in compose
+    on_sentinel = _load(COMPOSE_SENTINEL_TOML, {})
+    assert all(address.split(":")[0] in compose for address in on_sentinel.redis.sentinels)
     assert on_compose.drain.backend_url == "http://backend:8090" and "backend" in compose
 
 
@@ -212,13 +290,14 @@ def test_images_commands_and_ports_agree(k8s: list[Manifest], compose: dict[str,
     (gateway,) = containers(deployments["gateway"])
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
     assert (ports["http"], ports["admin"]) == (settings.gateway.port, settings.admin.port)
-    (redis,) = containers(by_kind(k8s, "StatefulSet")["redis"])
+    (redis,) = [c for c in containers(by_kind(k8s, "StatefulSet")["redis"]) if c["name"] == "redis"]
     # The same release line; Kubernetes pins the exact release.
     repository, _, tag = redis["image"].partition(":")
     compose_repository, _, compose_tag = compose["redis"]["image"].partition(":")
     assert repository == compose_repository
     assert tag.split("-")[0].startswith(compose_tag.split("-")[0]), (tag, compose_tag)
-    assert _without_maxmemory(redis["args"]) == _without_maxmemory(compose["redis"]["command"])
+    for node in ("redis", "redis-replica-1", "redis-replica-2"):
+        assert _without_maxmemory(redis["args"]) == _without_maxmemory(compose[node]["command"])
 
 
 def test_replicas_and_grace_periods_agree(k8s: list[Manifest], compose: dict[str, Any]) -> None:

@@ -50,7 +50,9 @@ def _arg(args: list[str], flag: str) -> str:
 
 
 def test_redis_maxmemory_leaves_room_for_the_rewrite_fork(demo: list[Manifest]) -> None:
-    (redis,) = containers(by_kind(demo, "StatefulSet")["redis"])
+    (redis,) = [
+        c for c in containers(by_kind(demo, "StatefulSet")["redis"]) if c["name"] == "redis"
+    ]
     args = redis["args"]
     assert _arg(args, "--maxmemory-policy") == "noeviction"
     assert _arg(args, "--appendonly") == "yes"
@@ -68,8 +70,10 @@ def test_redis_statefulset_is_governed_by_a_headless_service(demo: list[Manifest
     assert governing["spec"]["clusterIP"] == "None"
     labels = statefulset["spec"]["template"]["metadata"]["labels"]
     assert governing["spec"]["selector"].items() <= labels.items()
-    # Clients keep a stable virtual IP through `redis` (flashgate.toml's url).
+    # Ops tools reach a sentinel through `redis`'s stable virtual IP; flashgate names
+    # the pods on the headless Service (test_deploy_k8s_redis.py).
     assert services["redis"]["spec"].get("clusterIP") != "None"
+    assert [p["port"] for p in services["redis"]["spec"]["ports"]] == [26379]
 
 
 def test_kafka_runs_the_release_the_tests_run(demo: list[Manifest]) -> None:
@@ -148,7 +152,9 @@ def _pods(demo: list[Manifest]) -> dict[str, Pod]:
 
 # (target, port): every source allowed; all others must be refused.
 REACHABLE = {
-    ("redis", 6379): {"gateway", "consumer"},
+    # Redis pods among themselves: replication, sentinels watching and voting.
+    ("redis", 6379): {"gateway", "consumer", "redis"},
+    ("redis", 26379): {"gateway", "consumer", "redis"},
     ("broker", 9092): {"gateway", "consumer"},
     ("broker", 9091): {"broker", "cluster-operator", "entity-operator", "exporter"},
     ("broker", 9090): {"broker", "cluster-operator"},

@@ -112,6 +112,14 @@ def test_every_flashgate_pod_loads_its_settings_beside_every_service_link(
         settings = load_settings(environ=environ)
         if name in ("gateway", "consumer"):
             assert settings.kafka.bootstrap_servers == "flashgate-kafka-bootstrap:9092", name
+            # Redis under Sentinel (redis.yaml): no Service link named REDIS_* bends it.
+            redis = settings.redis
+            assert (redis.mode, redis.sentinel_master, redis.wait_replicas) == (
+                "sentinel",
+                "flashgate",
+                1,
+            ), name
+            assert [a.split(".")[0] for a in redis.sentinels] == ["redis-0", "redis-1", "redis-2"]
 
 
 def test_every_pod_goes_without_service_links(demo: list[Manifest]) -> None:
