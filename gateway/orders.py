@@ -357,12 +357,8 @@ async def _admit_and_produce(
         context.sold_out.mark(order.sale_id, order.sku, verdict.limit)
 
     record = OrderRecord.from_request(order, order_id, accepted_at)
-    status_url = f"/v1/orders/{order_id}"
-    answer = b'{"order_id":"%s","status":"accepted","status_url":"%s"}' % (
-        order_id.encode(),
-        status_url.encode(),
-    )
-    produced_order = Produced(reservation, accepted_at, verdict.held, claim, answer)
+    accepted = _accepted_answer(order_id)
+    produced_order = Produced(reservation, accepted_at, verdict.held, claim, accepted.body)
     try:
         produced = context.producer.send(
             settings.kafka.orders_topic, encode_record(record), order_id.encode(), RECORD_HEADERS
@@ -387,4 +383,4 @@ async def _admit_and_produce(
         context.metrics.decision("unavailable")
         raise unavailable("the order could not be stored; retry shortly")
     context.metrics.decision("accepted")
-    return Answer(202, answer, [(b"location", status_url.encode())])
+    return accepted

@@ -10,13 +10,12 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from confluent_kafka import Consumer, TopicPartition
 
 from flashgate.stack.kafka_broker import KafkaBroker
-from flashgate.stack.redis_server import RedisServer
 from tests.services import ServiceEnv, Services
 
 ORDER = {"sale_id": "s", "sku": "A", "quantity": 1, "user_id": "u1"}
@@ -34,9 +33,16 @@ class Answer:
     body: Any
 
 
+class RedisAt(Protocol):
+    """A Redis a test started: a server, or a cluster through any of its nodes."""
+
+    @property
+    def url(self) -> str: ...
+
+
 def new_env(
     kafka: KafkaBroker,
-    redis: RedisServer,
+    redis: RedisAt,
     root: Path,
     kafka_security: Mapping[str, str] | None = None,
 ) -> ServiceEnv:

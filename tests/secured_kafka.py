@@ -13,13 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis as redis_client
+
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
 from flashgate.stack.kafka_security import BrokerSecurity, Mode
 from flashgate.stack.kafka_tls import TlsMaterial
 from flashgate.stack.ports import free_port
 from flashgate.stack.redis_server import RedisServer
 from tests.gateway_client import new_env
-from tests.services import TEST_BROKER_HEAP_MB, ServiceEnv
+from tests.services import TEST_BROKER_HEAP_MB, ServiceEnv, Services
 
 
 @dataclass(frozen=True)
@@ -90,3 +92,18 @@ def expired_client_certificate(tls: TlsMaterial, directory: Path) -> tuple[Path,
         "-in", request, "-out", cert,
     )  # fmt: skip
     return cert, key
+
+
+@contextmanager
+def secured_services(secured: SecuredBroker, redis: RedisServer, root: Path) -> Iterator[Services]:
+    """A test's processes against a secured broker; stopped, and Redis flushed, after."""
+    services = Services(secured_env(secured, redis, root))
+    try:
+        yield services
+    finally:
+        services.stop_all()
+        client = redis_client.Redis.from_url(redis.url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()

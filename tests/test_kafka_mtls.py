@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from flashgate.dlq import list_dead_letters
 from flashgate.stack.kafka_tls import TlsMaterial
@@ -24,7 +23,7 @@ from tests.secured_kafka import (
     SecuredBroker,
     expired_client_certificate,
     running_secured_broker,
-    secured_env,
+    secured_services,
 )
 from tests.services import ServiceEnv, Services, http_json, load_sale, wait_until
 
@@ -42,14 +41,8 @@ def mtls_broker(
 def mtls_services(
     mtls_broker: SecuredBroker, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[Services]:
-    services = Services(secured_env(mtls_broker, redis_server, tmp_path))
-    try:
+    with secured_services(mtls_broker, redis_server, tmp_path) as services:
         yield services
-    finally:
-        services.stop_all()
-        client = redis.Redis.from_url(redis_server.url)
-        client.flushdb()
-        client.close()
 
 
 def test_orders_dead_letters_and_replay_over_mutual_tls(mtls_services: Services) -> None:

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 from confluent_kafka.admin import AdminClient
 
 # Not re-exported by confluent_kafka.admin for mypy (as OffsetSpec in kafka_source.py).
@@ -32,7 +31,7 @@ from tests.secured_checks import (
     readiness,
     refused_clearly,
 )
-from tests.secured_kafka import SecuredBroker, running_secured_broker, secured_env
+from tests.secured_kafka import SecuredBroker, running_secured_broker, secured_services
 from tests.services import ServiceEnv, Services, admin_json, load_sale, wait_until
 
 
@@ -49,14 +48,8 @@ def sasl_broker(
 def sasl_services(
     sasl_broker: SecuredBroker, redis_server: RedisServer, tmp_path: Path
 ) -> Iterator[Services]:
-    services = Services(secured_env(sasl_broker, redis_server, tmp_path))
-    try:
+    with secured_services(sasl_broker, redis_server, tmp_path) as services:
         yield services
-    finally:
-        services.stop_all()
-        client = redis.Redis.from_url(redis_server.url)
-        client.flushdb()
-        client.close()
 
 
 def test_orders_over_sasl_ssl_reach_the_backend_and_no_secret_shows(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ from redis.cluster import RedisCluster
 from flashgate.admission.keys import SaleKeys
 from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.redis_cluster import RedisClusterNodes
-from tests.services import ServiceEnv, Services, admin_json, http_json, load_sale, wait_until
+from tests.gateway_client import new_env
+from tests.services import Services, admin_json, http_json, load_sale, wait_until
 
 BUYERS = 1000
 UNITS = 100
@@ -32,17 +32,8 @@ UNITS = 100
 def cluster_services(
     kafka_broker: KafkaBroker, redis_cluster: RedisClusterNodes, tmp_path: Path
 ) -> Iterator[Services]:
-    suffix = uuid.uuid4().hex[:8]
-    env = ServiceEnv.create(
-        tmp_path,
-        bootstrap=kafka_broker.bootstrap,
-        redis_url=redis_cluster.url,
-        orders_topic=f"orders-{suffix}",
-        dlq_topic=f"orders-{suffix}.dlq",
-        group_id=f"drain-{suffix}",
-    )
+    env = new_env(kafka_broker, redis_cluster, tmp_path)
     env.variables |= {"FLASHGATE_REDIS_MODE": "cluster", "FLASHGATE_REDIS_WAIT_REPLICAS": "1"}
-    env.create_topics()
     services = Services(env)
     try:
         yield services
