@@ -1,12 +1,15 @@
 """Checks shared by the secured-Kafka test modules: an order path that works end to end,
-and a refused connection that is clear (one log line, /readyz names Kafka and the cause,
-orders answered 503 `unavailable` with nothing reserved, a consumer that waits)."""
+dead letters and their replay, and a refused connection that is clear (one log line,
+/readyz names Kafka and the cause, orders answered 503 `unavailable` with nothing
+reserved, a consumer that waits)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,8 +17,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from flashgate.dlq import list_dead_letters
 from tests.gateway_client import OPEN_RATES, Client
-from tests.services import Services, admin_json, http_json, load_sale, wait_until
+from tests.services import ServiceEnv, Services, admin_json, http_json, load_sale, wait_until
 
 REFUSED_LINE = "Kafka refuses the connection"
 
@@ -105,3 +109,51 @@ def _cpu_s(pid: int) -> float:
     """CPU seconds (user + system) a process has used, from /proc/<pid>/stat."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def dead_letters_and_replay(services: Services) -> None:
+    """Orders delivered; orders the backend refuses for good dead-lettered; `flashgate dlq
+    replay` puts them back and they are delivered: every Kafka client of the drain and the
+    CLI (consumer, DLQ producer, DLQ reader, replay producer) over the secured listener."""
+    env = services.env
+    services.start_backend()
+    drain = services.start_consumer()
+    services.start_gateway()
+    orders_reach_the_backend(services, 10)
+    drain.stop(timeout_s=20)
+
+    # A backend route that answers 404: each order is refused for good, so dead-lettered.
+    services.start_consumer(FLASHGATE_DRAIN_BACKEND_URL=f"{env.backend_url}/nope")
+    sale_id = f"sale-{uuid.uuid4().hex[:8]}"
+    load_sale(env, sale_id, {"stock": {"A": 3}, "rates": OPEN_RATES})
+
+    async def post() -> list[str]:
+        async with Client(env.gateway_url) as client:
+            answers = [await client.order(sale_id=sale_id, user_id=f"d{i}") for i in range(3)]
+        assert [a.status for a in answers] == [202] * 3
+        return [str(a.body["order_id"]) for a in answers]
+
+    order_ids = asyncio.run(post())
+    settings = env.settings
+    assert wait_until(lambda: len(list_dead_letters(settings)) >= 3, 30, interval_s=0.5)
+    assert {letter.order_id for letter in list_dead_letters(settings)} == set(order_ids)
+    services.running[-1].stop(timeout_s=20)
+
+    services.start_consumer()
+    assert "replayed 3 dead letters" in flashgate_cli(env, "dlq", "replay")
+
+    def delivered() -> bool:
+        return int(http_json("GET", f"{env.backend_url}/stats")["orders"]) >= 13
+
+    assert wait_until(delivered, timeout_s=30)
+    for order_id in order_ids:
+        assert http_json("GET", f"{env.backend_url}/orders/{order_id}")["order_id"] == order_id
+
+
+def flashgate_cli(env: ServiceEnv, *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "flashgate", *args],
+        env=env.process_env(), capture_output=True, text=True, timeout=60, cwd=os.getcwd(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout

@@ -27,6 +27,7 @@ from flashgate.stack.redis_server import RedisServer
 from tests.gateway_client import OPEN_RATES, Client
 from tests.secured_checks import (
     REFUSED_LINE,
+    dead_letters_and_replay,
     orders_reach_the_backend,
     readiness,
     refused_clearly,
@@ -85,6 +86,10 @@ def _flashgate_status(env: ServiceEnv) -> str:
     )
     assert result.returncode == 0, result.stderr
     return result.stdout + result.stderr
+
+
+def test_dead_letters_and_replay_over_sasl_ssl(sasl_services: Services) -> None:
+    dead_letters_and_replay(sasl_services)
 
 
 @pytest.mark.parametrize(
