@@ -16,7 +16,10 @@ unexport FLASHGATE_STACK_REDIS FLASHGATE_STACK_REDIS_TLS
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c requirements.lock -e '.[dev]'
+	# Every dependency is the exact bytes the lock's hashes name; the project itself
+	# is then installed editable without resolving anything again.
+	$(BIN)/python -m pip install -q --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 prepare: $(STAMP)
