@@ -71,13 +71,6 @@ class AsyncProducer:
         self._poller.join(timeout=self._poll_interval_s * 10)
         return remaining
 
-    def cluster_reachable(self, timeout_s: float = 1.0) -> bool:
-        try:
-            self._producer.list_topics(timeout=timeout_s)
-        except Exception:
-            return False
-        return True
-
 
 def _settle(future: asyncio.Future[DeliveredRecord], err: KafkaError | None, msg: Message) -> None:
     if future.done():  # the request was cancelled (client gone); nothing to tell

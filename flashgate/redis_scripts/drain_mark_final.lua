@@ -1,8 +1,8 @@
 -- drain_mark_final: the drain's final word on one order: delivered or failed.
 --
--- The same writes as OrderStatusStore._set_final (flashgate/order_status.py), in one
--- call instead of a transaction of four commands: the consumer writes thousands of
--- these a second, pipelined in batches. Keep the two in step.
+-- One call instead of a transaction of four commands: the consumer writes thousands of
+-- these a second, pipelined in batches. The hash's fields are the ones OrderStatus
+-- (flashgate/order_status.py) reads.
 --
 -- KEYS: 1 the order's status hash (order:<order_id>)
 -- ARGV: 1 status: "delivered" or "failed"

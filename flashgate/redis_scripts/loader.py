@@ -88,11 +88,6 @@ class RedisScripts:
         plain = self.redis.connection_pool.connection_class is Connection
         return plain and "host" in kwargs
 
-    async def load_all(self) -> None:
-        """SCRIPT LOAD every script (optional: calls load on demand anyway)."""
-        for script in self._scripts.values():
-            await self.redis.script_load(script.source)
-
     async def call(self, name: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         script = self._scripts[name]
         try:
