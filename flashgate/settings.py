@@ -77,8 +77,6 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     # Admit concurrent requests in one Redis call per event-loop tick (false = one call each).
     admission_batching: bool = True
     admission_batch_max: int = ADMISSION_BATCH_MAX
-    # Send those batches over a lean RESP connection (false = through redis-py).
-    admission_lean_wire: bool = True
     # How often idle sales' expired reservations are returned to stock.
     reaper_interval_s: float = REAPER_INTERVAL_S
     # Per-IP limits use the X-Forwarded-For client (only behind a trusted proxy).

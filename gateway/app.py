@@ -83,15 +83,6 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             redis, (*admitter_module.SCRIPTS, *idempotency_module.SCRIPTS, *order_status.SCRIPTS)
         )
         log.info("admission state in %s", describe(settings.redis))
-        # One dedicated connection per batcher (each has one call in flight at a time).
-        # The lean wire speaks plain TCP to one standalone server: cluster, Sentinel
-        # and TLS go through redis-py.
-        lean = (
-            gateway.admission_batching
-            and gateway.admission_lean_wire
-            and settings.redis.mode == "standalone"
-            and scripts.lean_wire_possible
-        )
         admitter = Admitter(
             scripts,
             reservation_ttl_ms=gateway.reservation_ttl_s * 1000,
@@ -100,7 +91,6 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             batch_max=gateway.admission_batch_max,
             observe_batch=metrics.batch_size.observe,
             observe_seconds=metrics.admit_seconds.observe,
-            wire=scripts.wire() if lean else None,
             wait=Replication(settings.redis.wait_replicas, settings.redis.wait_timeout_ms),
         )
         # A pending claim outlives the longest a request can take, no longer.
@@ -110,7 +100,6 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             pending_ttl_s=gateway.produce_timeout_ms / 1000 + 5.0,
             batching=gateway.admission_batching,
             batch_max=gateway.admission_batch_max,
-            wire=scripts.wire() if lean else None,
         )
         statuses = OrderStatusStore(redis, settings.redis.order_status_ttl_s)
         settler = Settler(
@@ -121,7 +110,6 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             sold_out_cache,
             batching=gateway.admission_batching,
             batch_max=gateway.admission_batch_max,
-            wire=scripts.wire() if lean else None,
             observe_seconds=metrics.settle_seconds.observe,
             observe_ack_seconds=metrics.produce_seconds.observe,
         )

@@ -41,7 +41,6 @@ from flashgate.kafka.producer import DeliveredRecord
 from flashgate.order_status import OrderStatusStore
 from flashgate.redis_client import RedisFailure
 from flashgate.redis_scripts.loader import RedisScripts
-from flashgate.redis_scripts.wire import RespConnection
 from gateway.soldout import SoldOutCache
 
 log = logging.getLogger(__name__)
@@ -80,12 +79,10 @@ class Settler:
         *,
         batching: bool,
         batch_max: int,
-        wire: RespConnection | None = None,
         observe_seconds: Callable[[float], None] | None = None,
         observe_ack_seconds: Callable[[float], None] | None = None,
     ) -> None:
         self._scripts = scripts
-        self._wire = wire
         self._admitter = admitter
         self._statuses = statuses
         self._idempotency = idempotency
@@ -237,7 +234,7 @@ class Settler:
         return outcomes
 
     async def _write(self, items: list[Accepted]) -> list[Confirmation]:
-        pipe = self._scripts.pipeline(self._wire)
+        pipe = self._scripts.pipeline()
         read = self._admitter.add_confirms(pipe, [item.order.reservation for item in items])
         for item in items:
             order, delivered = item.order, item.delivered
@@ -313,8 +310,6 @@ class Settler:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for task in list(self._retries):
             task.cancel()
-        if self._wire is not None:
-            await self._wire.close()
 
 
 def _order_id(order: Produced) -> str:

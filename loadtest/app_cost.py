@@ -9,8 +9,7 @@ CPU per order: what the gateway adds on top of the server, the figure to lower.
 
     .venv/bin/python loadtest/app_cost.py --seconds 10 --runs 3
     .venv/bin/python loadtest/app_cost.py --seconds 5 --runs 4 \
-        --variant lean:FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE=true \
-        --variant redispy:FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE=false
+        --variant batched: --variant unbatched:FLASHGATE_GATEWAY_ADMISSION_BATCHING=false
     .venv/bin/python loadtest/app_cost.py --redis-cluster --variant cluster: \
         --variant cluster-wait1:FLASHGATE_REDIS_WAIT_REPLICAS=1 \
         --variant standalone:FLASHGATE_REDIS_MODE=standalone

@@ -13,7 +13,6 @@ medians and ratios, and stops everything.
 Rows:
   bare              bare Starlette POST on Hypercorn (the denominator)
   gateway           the full path with default settings
-  gateway-redispy   batched, but the batches go through redis-py (`admission_lean_wire = false`)
   gateway-nobatch   `admission_batching = false`: one redis-py call per step and request
   gateway-idem      the full path with a unique Idempotency-Key on every request
   gateway-cluster   the full path on a local Redis Cluster (3 primaries + 3 replicas)
@@ -110,7 +109,6 @@ def _rows(
         else:
             overrides = {
                 "gateway-nobatch": {"FLASHGATE_GATEWAY_ADMISSION_BATCHING": "false"},
-                "gateway-redispy": {"FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE": "false"},
                 "soldout-noflag": {"FLASHGATE_GATEWAY_SOLD_OUT_CACHE_MS": "0"},
                 "gateway-cluster-wait1": {"FLASHGATE_REDIS_WAIT_REPLICAS": "1"},
             }.get(base, {})
@@ -197,7 +195,7 @@ def main() -> None:
                         help="produce traffic before measuring, for the broker's JIT")  # fmt: skip
     args = parser.parse_args()
     seconds, runs = (3.0, 1) if args.quick else (args.seconds, args.runs)
-    names = ["bare", "gateway", "gateway-redispy", "gateway-nobatch", "gateway-idem",
+    names = ["bare", "gateway", "gateway-nobatch", "gateway-idem",
              "soldout-flag", "soldout-noflag"]  # fmt: skip
     if importlib.util.find_spec("uvicorn") is not None:
         names += ["bare-uvicorn", "gateway-uvicorn"]
@@ -276,7 +274,6 @@ def main() -> None:
         "medians": medians,
         "ratios": {
             "B1 gateway/bare": ratio("gateway", "bare"),
-            "gateway-redispy/bare": ratio("gateway-redispy", "bare"),
             "gateway-nobatch/bare": ratio("gateway-nobatch", "bare"),
             "gateway-idem/bare": ratio("gateway-idem", "bare"),
             "soldout-flag/bare": ratio("soldout-flag", "bare"),

@@ -13,9 +13,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission.admitter import Admitter, Reservation, Verdict
@@ -26,10 +23,7 @@ from flashgate.admission.sales import RateSpec, RatesSpec, SaleDefinition, SaleS
 from flashgate.ids import new_order_id
 from flashgate.redis_client import RedisClient, create_redis
 from flashgate.redis_scripts.loader import RedisScripts
-from flashgate.redis_scripts.wire import RespConnection, pack_command
 from flashgate.settings import RedisSettings, SalesSettings
-from flashgate.stack.ports import free_port
-from flashgate.stack.redis_server import RedisServer
 
 T = TypeVar("T")
 NO_LIMIT = RateSpec(per_second=0, burst=1)
@@ -46,21 +40,17 @@ class Clock:
 
 
 class Harness:
-    def __init__(
-        self, settings: RedisSettings, clock: Clock, batching: bool, wire: bool = False
-    ) -> None:
+    def __init__(self, settings: RedisSettings, clock: Clock, batching: bool) -> None:
         self.redis: RedisClient = create_redis(settings, retries=False)
         self.scripts = RedisScripts(
             self.redis, (*admitter_module.SCRIPTS, "idem_begin", "idem_finish", "idem_release")
         )
         self.sales = SaleStore(self.scripts)
-        self.wire = self.scripts.wire() if wire else None
         self.admitter = Admitter(
             self.scripts,
             reservation_ttl_ms=TTL_MS,
             batching=batching,
             now_ms=clock,
-            wire=self.wire,
         )
         self.clock = clock
 
@@ -86,14 +76,9 @@ class Harness:
 def run(any_redis: RedisSettings) -> Iterator[Callable[[Callable[[Harness], Awaitable[T]]], T]]:
     settings = any_redis
 
-    def runner(
-        body: Callable[[Harness], Awaitable[T]], batching: bool = False, wire: bool = False
-    ) -> T:
-        if wire and settings.mode != "standalone":
-            pytest.skip("the lean wire serves a standalone Redis only")
-
+    def runner(body: Callable[[Harness], Awaitable[T]], batching: bool = False) -> T:
         async def main() -> T:
-            harness = Harness(settings, Clock(), batching, wire)
+            harness = Harness(settings, Clock(), batching)
             try:
                 return await body(harness)
             finally:
@@ -300,8 +285,7 @@ def test_reload_keeps_what_is_sold(run: Any) -> None:
     run(body)
 
 
-@pytest.mark.parametrize("wire", [False, True], ids=["redis-py", "wire"])
-def test_batched_admission_matches_one_by_one(run: Any, wire: bool) -> None:
+def test_batched_admission_matches_one_by_one(run: Any) -> None:
     async def body(h: Harness) -> list[str]:
         await h.load(stock={"A": 30}, per_user_max=3)
         await h.load("s2", stock={"A": 5})
@@ -313,22 +297,21 @@ def test_batched_admission_matches_one_by_one(run: Any, wire: bool) -> None:
         assert h.admitter.batcher.batches < len(users)
         return [verdict.reason for _, verdict in answers]
 
-    reasons = run(body, batching=True, wire=wire)
+    reasons = run(body, batching=True)
     s1 = [r for i, r in enumerate(reasons) if i % 3]
     s2 = [r for i, r in enumerate(reasons) if not i % 3]
     assert s1.count("ok") == 21 and s1.count("purchase_limit") == 19  # 7 users x 3
     assert s2.count("ok") == 5 and s2.count("sold_out") == 15
 
 
-@pytest.mark.parametrize("wire", [False, True], ids=["redis-py", "wire"])
-def test_scripts_reload_after_script_flush(run: Any, wire: bool) -> None:
+def test_scripts_reload_after_script_flush(run: Any) -> None:
     async def body(h: Harness) -> None:
         await h.load()
         await h.redis.script_flush()
         reservation, verdict = await h.admit()
         assert verdict.admitted
         await h.redis.script_flush()
-        pipe = h.scripts.pipeline(h.wire)
+        pipe = h.scripts.pipeline()
         pipe.command("INCR", "{sale:s1}:probe")
         pipe.script("reap", SaleKeys.of("s1").core, ["", "60000", reservation.reservation_id])
         # The injected clock is years behind the server's: the reservation is long expired.
@@ -338,7 +321,7 @@ def test_scripts_reload_after_script_flush(run: Any, wire: bool) -> None:
             reservation.reservation_id
         ]
 
-    run(body, wire=wire)
+    run(body)
 
 
 def test_idempotency_claims(run: Any) -> None:
@@ -381,44 +364,6 @@ def test_idempotency_claims(run: Any) -> None:
     run(body)
 
 
-def test_wire_replies_errors_and_database(redis_server: RedisServer) -> None:
-    async def main() -> None:
-        redis = Redis.from_url(redis_server.url.rsplit("/", 1)[0] + "/2")
-        wire = RedisScripts(redis, ()).wire()
-        try:
-            big = b"x" * 200_000  # several reads
-            replies = await wire.execute(
-                [
-                    pack_command(["PING"]),
-                    pack_command(["SET", "k", big]),
-                    pack_command(["GET", "k"]),
-                    pack_command(["GET", "missing"]),
-                    pack_command(["HSET", "h", "a", 1, "b", 2.5]),
-                    pack_command(["HGETALL", "h"]),
-                    pack_command(["LPUSH", "h", "x"]),
-                    pack_command(["EVALSHA", "0" * 40, 0]),
-                    pack_command(["INCR", "n"]),
-                ]
-            )
-            assert replies[:5] == ["PONG", "OK", big, None, 2]
-            assert replies[5] == [b"a", b"1", b"b", b"2.5"]
-            assert isinstance(replies[6], ResponseError) and "WRONGTYPE" in str(replies[6])
-            assert isinstance(replies[7], NoScriptError)
-            assert replies[8] == 1
-            assert await redis.get("n") == b"1"  # SELECT 2 was applied
-            with pytest.raises(TypeError):
-                pack_command([True])
-        finally:
-            await wire.close()
-            await redis.flushdb()
-            await redis.aclose()
-        dead = RespConnection(host="127.0.0.1", port=free_port(), timeout_s=1)
-        with pytest.raises(RedisConnectionError):
-            await dead.execute([pack_command(["PING"])])
-
-    asyncio.run(main())
-
-
 def test_batched_idempotency_claims_make_one_owner(run: Any) -> None:
     async def body(h: Harness) -> None:
         store = IdempotencyStore(
@@ -426,7 +371,6 @@ def test_batched_idempotency_claims_make_one_owner(run: Any) -> None:
             ttl_s=60,
             pending_ttl_s=5,
             batching=True,
-            wire=h.scripts.wire() if h.scripts.lean_wire_possible else None,
         )
         try:
             claims = await asyncio.gather(

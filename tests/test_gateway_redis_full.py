@@ -55,12 +55,8 @@ def _keys(client: redis.Redis) -> set[bytes]:
 @pytest.mark.parametrize(
     "admission",
     [
-        {},  # batched, over the lean RESP connection (the default)
-        # One redis-py call each (its OutOfMemoryError, not the lean wire's reply).
-        {
-            "FLASHGATE_GATEWAY_ADMISSION_BATCHING": "false",
-            "FLASHGATE_GATEWAY_ADMISSION_LEAN_WIRE": "false",
-        },
+        {},  # batched: one pipeline per event-loop tick (the default)
+        {"FLASHGATE_GATEWAY_ADMISSION_BATCHING": "false"},  # one redis-py call each
     ],
     ids=["batched", "unbatched"],
 )

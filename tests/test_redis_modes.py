@@ -67,7 +67,7 @@ def test_sentinel_and_tls_settings_and_no_secret_shown() -> None:
     assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
 
 
-def _admit_with_wait(settings: RedisSettings, wait: Replication, lean: bool) -> list[Any]:
+def _admit_with_wait(settings: RedisSettings, wait: Replication) -> list[Any]:
     """Admit 3 orders in one batch under `wait`; the verdicts or errors, and stock left."""
 
     async def main() -> list[Any]:
@@ -78,7 +78,6 @@ def _admit_with_wait(settings: RedisSettings, wait: Replication, lean: bool) -> 
             scripts,
             reservation_ttl_ms=30_000,
             batching=True,
-            wire=scripts.wire() if lean else None,
             wait=wait,
         )
         try:
@@ -100,12 +99,11 @@ def _admit_with_wait(settings: RedisSettings, wait: Replication, lean: bool) -> 
     return asyncio.run(main())
 
 
-@pytest.mark.parametrize("lean", [False, True], ids=["redis-py", "wire"])
 def test_standalone_without_replica_answers_unavailable_and_gives_units_back(
-    redis_server: RedisServer, lean: bool
+    redis_server: RedisServer,
 ) -> None:
     settings = RedisSettings(url=redis_server.url)
-    *answers, remaining = _admit_with_wait(settings, Replication(1, 50), lean)
+    *answers, remaining = _admit_with_wait(settings, Replication(1, 50))
     assert all(isinstance(answer, AdmissionUnavailable) for answer in answers), answers
     assert "replica" in str(answers[0])
     assert remaining == 5
@@ -113,11 +111,11 @@ def test_standalone_without_replica_answers_unavailable_and_gives_units_back(
 
 def test_cluster_admission_waits_for_one_replica(redis_cluster: RedisClusterNodes) -> None:
     settings = RedisSettings(mode="cluster", url=redis_cluster.url, wait_replicas=1)
-    *answers, remaining = _admit_with_wait(settings, Replication(1, 2000), lean=False)
+    *answers, remaining = _admit_with_wait(settings, Replication(1, 2000))
     assert [answer.reason for answer in answers] == ["ok"] * 3
     assert remaining == 2
     # Two replicas are asked for, one exists: unavailable, and the units come back.
-    *answers, remaining = _admit_with_wait(settings, Replication(2, 50), lean=False)
+    *answers, remaining = _admit_with_wait(settings, Replication(2, 50))
     assert all(isinstance(answer, AdmissionUnavailable) for answer in answers), answers
     assert remaining == 5
 

@@ -20,7 +20,6 @@ from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SaleKeys
 from flashgate.redis_client import RedisFailure
 from flashgate.redis_scripts.loader import NotReplicated, RedisScripts, Replication, ScriptPipeline
-from flashgate.redis_scripts.wire import RespConnection
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +146,9 @@ class Admitter:
         now_ms: Callable[[], float] | None = None,
         observe_batch: Callable[[int], None] | None = None,
         observe_seconds: Callable[[float], None] | None = None,
-        wire: RespConnection | None = None,
         wait: Replication | None = None,
     ) -> None:
         self._scripts = scripts
-        # Batched admissions go over this dedicated lean connection when given.
-        self._wire = wire
         # Answer admissions only once this many replicas hold them (guarantee 7).
         self._wait = wait if wait is not None and wait.replicas > 0 else None
         self._ttl_ms = str(reservation_ttl_ms)
@@ -203,11 +199,11 @@ class Admitter:
         groups = _group([reservation for reservation, _ in items])
         results: list[Verdict | BaseException] = [AdmissionUnavailable("not admitted")] * len(items)
         try:
-            if len(groups) == 1 and self._wire is None and self._wait is None:
+            if len(groups) == 1 and self._wait is None:
                 keys, args = self._admit_call(items)
                 replies = [await self._scripts.call("admit", keys, args)]
             else:
-                pipe = self._scripts.pipeline(self._wire, wait=self._wait)
+                pipe = self._scripts.pipeline(wait=self._wait)
                 for indices in groups.values():
                     pipe.script("admit", *self._admit_call([items[i] for i in indices]))
                 replies = await pipe.execute()
@@ -337,8 +333,6 @@ class Admitter:
     async def aclose(self) -> None:
         if self._batcher is not None:
             await self._batcher.aclose()
-        if self._wire is not None:
-            await self._wire.close()
 
 
 async def _server_ms(redis: Any) -> float:

@@ -29,7 +29,6 @@ from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import idempotency_key
 from flashgate.redis_client import RedisFailure
 from flashgate.redis_scripts.loader import RedisScripts, ScriptPipeline
-from flashgate.redis_scripts.wire import RespConnection
 
 SCRIPTS = ("idem_begin", "idem_finish", "idem_release", "idem_unknown")
 POLL_FIRST_S = 0.005
@@ -59,8 +58,8 @@ def _bytes(value: bytes | str) -> bytes:
 
 
 class IdempotencyStore:
-    """Claims are sent in batches per event-loop tick (over `wire` if given) unless
-    `batching` is off, like admission itself."""
+    """Claims are sent in batches per event-loop tick unless `batching` is off, like
+    admission itself."""
 
     def __init__(
         self,
@@ -70,18 +69,16 @@ class IdempotencyStore:
         pending_ttl_s: float,
         batching: bool = False,
         batch_max: int = 256,
-        wire: RespConnection | None = None,
     ) -> None:
         self._scripts = scripts
         self._ttl_ms = str(int(ttl_s * 1000))
         self._pending_ttl_ms = str(max(1, int(pending_ttl_s * 1000)))
-        self._wire = wire
         self._batcher: TickBatcher[tuple[str, str, str, str, str], Any] | None = (
             TickBatcher(self._begin_batch, max_batch=batch_max) if batching else None
         )
 
     async def _begin_batch(self, items: list[tuple[str, str, str, str, str]]) -> list[Any]:
-        pipe = self._scripts.pipeline(self._wire)
+        pipe = self._scripts.pipeline()
         for redis_key, digest, owner, order_id, retry in items:
             pipe.script(
                 "idem_begin",
@@ -168,8 +165,6 @@ class IdempotencyStore:
     async def aclose(self) -> None:
         if self._batcher is not None:
             await self._batcher.aclose()
-        if self._wire is not None:
-            await self._wire.close()
 
     async def release(self, claim: Claim) -> None:
         try:

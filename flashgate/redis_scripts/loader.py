@@ -10,8 +10,9 @@ Cluster each call goes to the primary of its first key's slot (every script
 keeps its keys under one hash tag) and `SCRIPT LOAD` goes to every primary, so a
 replica promoted by a failover (which has an empty script cache) is taught the
 script on its first NOSCRIPT. Pipelines are split per node by redis-py's cluster
-pipeline. A standalone pipeline can instead go through a dedicated lean
-connection (`wire()`, see wire.py) for the gateway's batched hot path.
+pipeline. Replies are parsed by hiredis (redis-py's C parser) when installed, as
+it is here: a hand-written RESP connection for the hot path was measured against
+it and dropped (loadtest/RESULTS.md, "The lean wire").
 
 A pipeline built with `wait` is answered only once that many replicas hold its
 script calls: a `WAIT` is sent right after them on the same connection (one per
@@ -29,11 +30,9 @@ from typing import Any
 
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.asyncio.connection import Connection
 from redis.exceptions import NoScriptError, RedisError
 
 from flashgate.redis_client import RedisClient, RedisFailure, forget_topology
-from flashgate.redis_scripts.wire import RespConnection, pack_command
 
 Arg = str | bytes | int | float
 
@@ -79,15 +78,6 @@ class RedisScripts:
     def __getitem__(self, name: str) -> LuaScript:
         return self._scripts[name]
 
-    @property
-    def lean_wire_possible(self) -> bool:
-        """The lean connection speaks plain TCP to one standalone server only."""
-        if isinstance(self.redis, RedisCluster):
-            return False
-        kwargs = self.redis.connection_pool.connection_kwargs
-        plain = self.redis.connection_pool.connection_class is Connection
-        return plain and "host" in kwargs
-
     async def call(self, name: str, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         script = self._scripts[name]
         try:
@@ -99,17 +89,9 @@ class RedisScripts:
             forget_topology(self.redis, exc)
             raise
 
-    def pipeline(
-        self, wire: RespConnection | None = None, *, wait: Replication | None = None
-    ) -> ScriptPipeline:
-        """A pipeline over redis-py, or over `wire` when given; `wait`: see the module."""
-        return ScriptPipeline(self, wire, wait=wait)
-
-    def wire(self) -> RespConnection:
-        """A dedicated lean connection to the same server, for one batching caller."""
-        if not self.lean_wire_possible or isinstance(self.redis, RedisCluster):
-            raise ValueError("the lean wire serves a plain standalone Redis only")
-        return RespConnection.like(self.redis.connection_pool.connection_kwargs)
+    def pipeline(self, *, wait: Replication | None = None) -> ScriptPipeline:
+        """A pipeline of script calls; `wait`: see the module."""
+        return ScriptPipeline(self, wait=wait)
 
 
 class ScriptPipeline:
@@ -123,17 +105,12 @@ class ScriptPipeline:
     def __init__(
         self,
         scripts: RedisScripts,
-        wire: RespConnection | None = None,
         *,
         wait: Replication | None = None,
     ) -> None:
         self._scripts = scripts
-        self._wire = wire
         self._wait = wait if wait is not None and wait.replicas > 0 else None
-        self._pipe: Pipeline | ClusterPipeline | None = (
-            None if wire else scripts.redis.pipeline(transaction=False)
-        )
-        self._packed: list[bytes] = []
+        self._pipe: Pipeline | ClusterPipeline = scripts.redis.pipeline(transaction=False)
         self._calls: list[tuple[str, Sequence[Arg], Sequence[Arg]] | None] = []
 
     def __len__(self) -> int:
@@ -149,9 +126,7 @@ class ScriptPipeline:
         self._calls.append(None)
 
     def _queue(self, args: Sequence[Arg], node: ClusterNode | None = None) -> None:
-        if self._pipe is None:
-            self._packed.append(pack_command(args))
-        elif node is not None:
+        if node is not None:
             self._pipe.execute_command(*args, target_nodes=node)
         else:
             self._pipe.execute_command(*args)
@@ -164,12 +139,8 @@ class ScriptPipeline:
         waits = await self._queue_waits()
         results: list[Any]
         try:
-            if self._wire is not None:
-                results = await self._wire.execute(self._packed)
-            else:
-                assert self._pipe is not None
-                # execute() resets the pipeline itself, even when it fails.
-                results = await self._pipe.execute(raise_on_error=False)
+            # execute() resets the pipeline itself, even when it fails.
+            results = await self._pipe.execute(raise_on_error=False)
         except RedisFailure as exc:
             forget_topology(self._scripts.redis, exc)
             raise
