@@ -41,12 +41,6 @@ async def receive_limited_body(receive: Receive, limit: int) -> bytes:
 
 
 async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The same for a Starlette `Request` (the admin endpoints)."""
     check_declared_length(request.headers.get("content-length"), limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await receive_limited_body(request.receive, limit)

@@ -55,7 +55,6 @@ _JSON_TYPE = (b"content-type", b"application/json")
 # A refused Kafka connection is fixed by an operator, not in a second.
 KAFKA_REFUSED_RETRY_S = 5
 _canonical = msgspec.json.Encoder(order="sorted")
-_encoder = msgspec.json.Encoder()
 
 
 class OrderHeaders:
@@ -125,9 +124,8 @@ class Answer:
 
 
 def _error_answer(error: ApiError) -> Answer:
-    body = _encoder.encode({"error": error.code, "message": error.message, **error.extra})
     headers = [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    return Answer(error.status, body, headers)
+    return Answer(error.status, error.body(), headers)
 
 
 class CreateOrder:

@@ -34,9 +34,12 @@ class ApiError(Exception):
         self.headers = dict(headers or {})
         self.extra = dict(extra or {})
 
+    def body(self) -> bytes:
+        """The contract's JSON error body: every renderer of an error sends these bytes."""
+        return _encoder.encode({"error": self.code, "message": self.message, **self.extra})
+
     def to_response(self) -> Response:
-        body = {"error": self.code, "message": self.message, **self.extra}
-        return json_response(body, self.status, self.headers)
+        return Response(self.body(), self.status, self.headers, "application/json")
 
 
 def json_response(
