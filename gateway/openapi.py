@@ -19,7 +19,8 @@ ERROR_CODES = {
     400: ["invalid_json"],
     401: ["unauthorized"],
     404: ["unknown_sale", "not_found"],
-    409: ["sold_out", "purchase_limit"],
+    409: ["sold_out", "purchase_limit", "sale_not_open"],
+    410: ["sale_closed"],
     413: ["payload_too_large"],
     415: ["unsupported_media_type"],
     431: ["headers_too_large"],
@@ -31,7 +32,10 @@ _DESCRIPTIONS = {
     400: "The body is not JSON.",
     401: "Storefront tokens are configured and the bearer token is missing or wrong.",
     404: "The sale or SKU has no stock loaded.",
-    409: "`sold_out`: not enough stock left; `purchase_limit`: the user reached the limit.",
+    409: "`sold_out`: not enough stock left; `purchase_limit`: the user reached the limit; "
+    "`sale_not_open`: the sale opens at `opens_at` (in the body), `Retry-After` seconds "
+    "from now by Redis's clock (never replayed for an Idempotency-Key).",
+    410: "`sale_closed`: the sale closed at `closes_at` (in the body).",
     413: "The body is larger than the limit (checked while reading).",
     415: "Content-Type is not application/json.",
     431: "The request headers are larger than 16 KiB.",
@@ -52,7 +56,7 @@ def _error(status: int) -> dict[str, Any]:
         "description": _DESCRIPTIONS[status],
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     }
-    if status in (429, 503):
+    if status in (409, 429, 503):
         response["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
     if status == 429:
         response["headers"]["RateLimit-Policy"] = {"schema": {"type": "string"}}

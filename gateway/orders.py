@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 from flashgate.admission.admitter import Reservation, Verdict
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.idempotency import Claim, body_digest
+from flashgate.admission.sales import rfc3339
 from flashgate.errors import KafkaOutcomeUnknown, KafkaUnavailable
 from flashgate.ids import new_order_id
 from flashgate.order import OrderRecord, OrderRequest, encode_record
@@ -47,9 +48,11 @@ log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_MAX = 128
 OUTCOME_UNKNOWN = "outcome_unknown"
-# Answers worth replaying for a retried Idempotency-Key; anything else (404, 422,
-# 429, 503) may come out differently next time, so the key is released.
+# Answers worth replaying for a retried Idempotency-Key; anything else (404, 410,
+# 422, 429, 503, and a sale not open yet) may come out differently next time, so
+# the key is released.
 REPLAYED_STATUSES = frozenset({202, 409})
+NOT_REPLAYED_CODES = frozenset({"sale_not_open"})
 RECORD_HEADERS: Headers = [("content-type", b"application/json"), ("flashgate-record", b"order/1")]
 _JSON_TYPE = (b"content-type", b"application/json")
 # A refused Kafka connection is fixed by an operator, not in a second.
@@ -184,7 +187,7 @@ async def _create_order(context: GatewayContext, scope: Scope, receive: Receive)
     try:
         return await _admit_and_produce(context, order, ip, claim)
     except ApiError as error:
-        if error.status in REPLAYED_STATUSES:
+        if error.status in REPLAYED_STATUSES and error.code not in NOT_REPLAYED_CODES:
             await _finish(context, claim, error.status, _error_answer(error).body)
         elif error.code != OUTCOME_UNKNOWN:  # that key waits on the order (settle.py)
             await _release(context, claim)
@@ -302,6 +305,23 @@ def _refusal(context: GatewayContext, order: OrderRequest, verdict: Verdict) -> 
             f"user {order.user_id!r} reached this sale's limit of {verdict.limit} units",
             extra={"per_user_max": verdict.limit, "bought": verdict.bought},
         )
+    if verdict.reason == "sale_not_open":
+        context.metrics.decision("sale_not_open")
+        opens_at = rfc3339(verdict.at_ms)
+        return ApiError(
+            409,
+            "sale_not_open",
+            f"sale {order.sale_id!r} opens at {opens_at}",
+            headers={"Retry-After": str(max(1, math.ceil(verdict.retry_after_ms / 1000)))},
+            extra={"opens_at": opens_at},
+        )
+    if verdict.reason == "sale_closed":
+        context.metrics.decision("sale_closed")
+        closes_at = rfc3339(verdict.at_ms)
+        return ApiError(
+            410, "sale_closed", f"sale {order.sale_id!r} closed at {closes_at}",
+            extra={"closes_at": closes_at},
+        )  # fmt: skip
     limiter = verdict.limiter or "sale"
     context.metrics.decision(f"rate_limited_{limiter}")
     return ApiError(

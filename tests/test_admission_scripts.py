@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
@@ -228,6 +229,41 @@ def test_same_order_id_admitted_again_keeps_one_reservation(run: Any) -> None:
         assert report.skus["A"].reserved == 0 and report.skus["A"].accepted == 2
         assert report.skus["A"].remaining == 1
         assert (await h.admit(user="u1"))[1].reason == "purchase_limit"
+
+    run(body)
+
+
+def test_the_schedule_opens_and_closes_admission_by_the_scripts_clock(run: Any) -> None:
+    """Before opens_at every order is "not open" with the exact wait; from closes_at on,
+    "closed"; a retry of an order admitted before closing keeps its reservation."""
+
+    async def body(h: Harness) -> None:
+        start = h.clock.now
+        opens = datetime.fromtimestamp((start + 5_000) / 1000, UTC)
+        closes = datetime.fromtimestamp((start + 65_000) / 1000, UTC)
+        await h.load(opens_at=opens, closes_at=closes)
+        assert (await h.admit())[1] == Verdict(
+            "sale_not_open", at_ms=int(start) + 5_000, retry_after_ms=5_000
+        )
+        h.clock.now = start + 4_999.5
+        assert (await h.admit())[1].retry_after_ms == 1  # rounded up, never 0
+        assert await h.remaining() == 10  # nothing reserved before opening
+        h.clock.now = start + 5_000
+        before_close, verdict = await h.admit()
+        assert verdict.admitted
+        h.clock.now = start + 65_000
+        assert (await h.admit(user="u2"))[1] == Verdict("sale_closed", at_ms=int(start) + 65_000)
+        # Admitted while open, retried after closing (its gateway died): still its order.
+        assert (await h.admitter.admit(before_close, "1.1.1.1")).held
+        assert await h.remaining() == 9
+        # The schedule by Redis's own clock: a sale that opened in 2020 is open.
+        await h.load("live", opens_at=datetime(2020, 1, 1, tzinfo=UTC))
+        live = Admitter(h.scripts, reservation_ttl_ms=TTL_MS, batching=False)
+        order = Reservation(new_order_id(), "live", "A", 1, "u1")
+        assert (await live.admit(order, "1.1.1.1")).admitted
+        report = await h.sales.report("live")
+        assert report is not None and report.state == "open"
+        assert report.opens_at == "2020-01-01T00:00:00.000Z"
 
     run(body)
 

@@ -8,13 +8,18 @@ own sale.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import time
+import urllib.error
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis
 
 from flashgate.ids import new_order_id
 from flashgate.stack.kafka_broker import KafkaBroker
@@ -278,6 +283,92 @@ def test_409_answers_are_replayed_too(env: ServiceEnv) -> None:
         assert replayed.headers["Idempotent-Replayed"] == "true"
 
     run(env, body)
+
+
+def _redis_now(env: ServiceEnv) -> datetime:
+    """Redis's clock: the one every gateway judges a sale's schedule by."""
+    client = redis.Redis.from_url(env.variables["FLASHGATE_REDIS_URL"])
+    try:
+        seconds, micros = client.time()
+    finally:
+        client.close()
+    return datetime.fromtimestamp(seconds + micros / 1e6, UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_409_sale_not_open_then_open_by_itself_then_410_closed(env: ServiceEnv) -> None:
+    now = _redis_now(env)
+    opens, closes = now + timedelta(seconds=3), now + timedelta(seconds=6)
+    sale_id = sale(env, opens_at=_iso(opens), closes_at=_iso(closes))
+    key = {"Idempotency-Key": f"key-{uuid.uuid4().hex}"}
+    report = admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")
+    assert (report["state"], report["opens_at"], report["closes_at"]) == (
+        "scheduled", _iso(opens), _iso(closes)
+    )  # fmt: skip
+    assert 0 < report["seconds_to_open"] <= 3
+
+    async def body(client: Client) -> None:
+        early = await client.order(headers=key, sale_id=sale_id)
+        assert (early.status, early.body["error"]) == (409, "sale_not_open")
+        assert early.body["opens_at"] == _iso(opens)
+        assert 1 <= int(early.headers["Retry-After"]) <= 3
+        # Nothing was reserved, and the not-open answer is not kept for the key.
+        assert admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")["skus"]["A"]["remaining"] == 100
+        deadline = time.monotonic() + 10
+        answer = early
+        while answer.status == 409 and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.2, int(answer.headers["Retry-After"])))
+            answer = await client.order(headers=key, sale_id=sale_id)
+        assert answer.status == 202, answer.body  # the same key, now placed
+        assert _redis_now(env) >= opens
+        assert admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")["state"] == "open"
+        while answer.status == 202 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            answer = await client.order(sale_id=sale_id, user_id=f"u-{uuid.uuid4().hex[:6]}")
+        assert (answer.status, answer.body["error"]) == (410, "sale_closed")
+        assert answer.body["closes_at"] == _iso(closes)
+        assert _redis_now(env) >= closes
+
+    run(env, body)
+    report = admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")
+    assert report["state"] == "closed" and report["seconds_to_open"] is None
+    # Every 202 holds its units: stock moved by exactly what was accepted.
+    assert report["skus"]["A"]["remaining"] == 100 - report["accepted_units"] - sum(
+        sku["reserved"] for sku in report["skus"].values()
+    )
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"opens_at": "2030-01-01T10:00:00Z", "closes_at": "2030-01-01T09:00:00Z"},
+        {"opens_at": "2030-01-01T10:00:00"},  # no offset: a different time on every machine
+        {"closes_at": "next tuesday"},
+    ],
+    ids=["closes-before-opens", "no-offset", "not-a-time"],
+)
+def test_a_bad_schedule_is_refused_with_422(env: ServiceEnv, schedule: dict[str, str]) -> None:
+    sale_id = f"sale-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        load_sale(env, sale_id, {"stock": {"A": 1}, **schedule})
+    assert refused.value.code == 422
+    assert json.loads(refused.value.read())["error"] == "validation_error"
+
+
+def test_a_sale_loaded_ahead_can_be_rescheduled_until_it_opens(env: ServiceEnv) -> None:
+    later = _redis_now(env) + timedelta(hours=1)
+    sale_id = sale(env, opens_at=_iso(later))
+    assert admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")["state"] == "scheduled"
+    load_sale(env, sale_id, {"stock": {"A": 100}, "rates": OPEN_RATES})  # opened now
+
+    async def body(client: Client) -> None:
+        assert (await client.order(sale_id=sale_id)).status == 202
+
+    run(env, body)
+    assert admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")["state"] == "open"
 
 
 @pytest.mark.parametrize("limiter", ["sale", "user", "ip"])

@@ -17,7 +17,7 @@ from gateway.openapi import ERROR_CODES, build_openapi
 GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 # The status table of POST /v1/orders (README, which docs/ARCHITECTURE.md points to),
 # 431 for oversized headers included.
-CONTRACT_STATUSES = {202, 400, 401, 404, 409, 413, 415, 422, 429, 431, 503}
+CONTRACT_STATUSES = {202, 400, 401, 404, 409, 410, 413, 415, 422, 429, 431, 503}
 
 
 def _openapi_path(path: str) -> str:

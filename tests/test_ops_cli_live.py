@@ -42,6 +42,15 @@ def test_sale_drain_status_and_dlq_commands(services: Services, tmp_path: Path) 
     shown = _flashgate(env, "sale", "show", "cli-sale")
     assert shown.returncode == 0, shown.stderr
     assert "SKU-1" in shown.stdout and "7" in shown.stdout
+    assert "cli-sale: open" in shown.stdout
+    # A sale loaded ahead, its opening as a TOML date-time: shown with its countdown.
+    ahead = tmp_path / "ahead.toml"
+    ahead.write_text(
+        'sale_id = "cli-ahead"\nopens_at = 2099-01-01T09:00:00+01:00\n[stock]\nA = 1\n'
+    )
+    assert _flashgate(env, "sale", "load", str(ahead)).returncode == 0
+    shown = _flashgate(env, "sale", "show", "cli-ahead")
+    assert "scheduled, opens at 2099-01-01T08:00:00.000Z (in " in shown.stdout, shown.stdout
 
     paused = _flashgate(env, "drain", "--pause")
     assert paused.returncode == 0, paused.stderr

@@ -50,6 +50,7 @@ def _read_page(url: str, tmp_path: Path, name: str) -> dict[str, str]:
         match = re.search(rf'id="{element}"[^>]*>([^<]*)<', dom)
         values[element] = match.group(1).strip() if match else ""
     values["stock_rows"] = str(dom.count('<td class="num">'))
+    values["states"] = " | ".join(re.findall(r'<td class="state">([^<]*)<', dom))
     return values
 
 
@@ -71,6 +72,8 @@ def test_ops_page_shows_the_backlog_then_the_drain(services: Services, tmp_path:
     services.start_consumer()
     services.start_gateway()
     load_sale(env, "sale-ops", {"stock": {"SKU-0": 1000, "SKU-1": 1000}, "per_user_max": 0})
+    # Loaded a day ahead: the page counts down to its opening.
+    load_sale(env, "sale-tomorrow", {"stock": {"SKU-0": 5}, "opens_at": "2099-01-01T00:00:00Z"})
     admin_json(env, "PUT", "/admin/v1/drain", {"paused": True})
     assert wait_drain_paused(env)
     assert asyncio.run(_post_orders(env.gateway_url, ORDERS)) == [202] * ORDERS
@@ -83,7 +86,9 @@ def test_ops_page_shows_the_backlog_then_the_drain(services: Services, tmp_path:
     assert during["conn"] == "live", during
     assert during["backlog"].replace(",", "") == str(ORDERS), during
     assert during["rate"] == "paused", during
-    assert int(during["stock_rows"]) == 2, during
+    assert int(during["stock_rows"]) == 3, during
+    assert re.search(r"scheduled, opens in \d+d ", during["states"]), during
+    assert "open" in during["states"].split(" | "), during
     assert (tmp_path / "ops-paused.png").stat().st_size > 10_000
 
     admin_json(env, "PUT", "/admin/v1/drain", {"paused": False})

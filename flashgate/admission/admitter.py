@@ -32,6 +32,8 @@ Reason = Literal[
     "sold_out",
     "purchase_limit",
     "rate_limited",
+    "sale_not_open",
+    "sale_closed",
 ]
 # What confirm.lua did with one order: confirmed now, fenced (settled "not stored"
 # before this record turned up), or nothing (already confirmed, or released).
@@ -69,6 +71,9 @@ class Verdict(msgspec.Struct, frozen=True):
     # ok: the order id already held this reservation (a retry after its gateway
     # died). Its first record may be in Kafka, so a failed produce must not release it.
     held: bool = False
+    # sale_not_open: when the sale opens; sale_closed: when it closed (ms since the
+    # epoch, Redis's clock). retry_after_ms is then the wait until opening.
+    at_ms: int = 0
 
     @property
     def admitted(self) -> bool:
@@ -107,6 +112,10 @@ def parse_verdict(line: str) -> Verdict:
             burst=int(float(fields[2])),
             rate_per_s=float(fields[3]),
         )
+    if reason == "not_open":
+        return Verdict("sale_not_open", at_ms=int(fields[0]), retry_after_ms=int(fields[1]))
+    if reason == "closed":
+        return Verdict("sale_closed", at_ms=int(fields[0]))
     if reason in ("unknown_sale", "unknown_sku"):
         return Verdict(reason)  # type: ignore[arg-type]
     raise AdmissionUnavailable(f"unexpected reply from admit.lua: {line!r}")

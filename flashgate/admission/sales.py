@@ -1,12 +1,14 @@
 """Sales: what `PUT /admin/v1/sales/{sale_id}` loads, and what `GET` reports.
 
-A sale is its limits (per-order and per-user maximum, three GCRA rates) and its
-stock per SKU. Fields a definition leaves out come from the `[sales]` settings.
+A sale is its limits (per-order and per-user maximum, three GCRA rates), its stock
+per SKU and, optionally, its schedule (`opens_at`, `closes_at`; admit.lua judges them
+by Redis's clock). Fields a definition leaves out come from the `[sales]` settings.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -23,6 +25,9 @@ SKUS_MAX = 10_000
 Units = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
 PerSecond = Annotated[float, msgspec.Meta(ge=0, le=10**7)]
 Burst = Annotated[int, msgspec.Meta(ge=1, le=10**9)]
+# RFC 3339 with an offset: a time without a zone means something else on every machine.
+Instant = Annotated[datetime, msgspec.Meta(tz=True)]
+SaleState = Literal["scheduled", "open", "closed", "sold_out"]
 
 
 class RateSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -45,6 +50,23 @@ class SaleDefinition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     per_order_max: Annotated[int, msgspec.Meta(ge=1, le=PER_ORDER_MAX_LIMIT)] | None = None
     per_user_max: Annotated[int, msgspec.Meta(ge=0, le=10**9)] | None = None
     rates: RatesSpec | None = None
+    # Before opens_at: 409 sale_not_open with Retry-After; from closes_at on: 410.
+    opens_at: Instant | None = None
+    closes_at: Instant | None = None
+
+    def __post_init__(self) -> None:
+        if self.opens_at and self.closes_at and self.closes_at <= self.opens_at:
+            raise ValueError("closes_at must be later than opens_at")
+
+
+def _epoch_ms(instant: datetime | None) -> int:
+    return 0 if instant is None else round(instant.timestamp() * 1000)
+
+
+def rfc3339(epoch_ms: int) -> str:
+    """An instant as RFC 3339 in UTC, to the millisecond."""
+    moment = datetime.fromtimestamp(epoch_ms / 1000, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +80,8 @@ class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
     user_burst: int
     ip_rate: float
     ip_burst: int
+    opens_at_ms: int = 0  # 0: no such bound
+    closes_at_ms: int = 0
 
     @classmethod
     def resolve(cls, definition: SaleDefinition, defaults: SalesSettings) -> SaleConfig:
@@ -82,6 +106,8 @@ class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
             user_burst=user.burst,
             ip_rate=ip.per_second,
             ip_burst=ip.burst,
+            opens_at_ms=_epoch_ms(definition.opens_at),
+            closes_at_ms=_epoch_ms(definition.closes_at),
         )
 
     def as_rates(self) -> dict[str, dict[str, float | int]]:
@@ -112,6 +138,12 @@ class SaleReport(msgspec.Struct, frozen=True, kw_only=True):
     # Records dead-lettered by the drain's fence: written after their order was
     # settled "not stored" (see order_consumer/fence.py).
     fenced_orders: int = 0
+    state: SaleState = "open"
+    opens_at: str | None = None
+    closes_at: str | None = None
+    # Until opens_at (scheduled) or closes_at (open), by Redis's clock when reported.
+    seconds_to_open: float | None = None
+    seconds_to_close: float | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -168,6 +200,7 @@ class SaleStore:
                     counters_raw,
                     pending,
                 ) = await pipe.execute()
+            seconds, micros = await self._redis.time()
         except RedisFailure as exc:
             raise AdmissionUnavailable(f"cannot read sale {sale_id}: {exc}") from exc
         if not config_raw:
@@ -182,7 +215,10 @@ class SaleStore:
             user_burst=int(fields["user_burst"]),
             ip_rate=float(fields["ip_rate"]),
             ip_burst=int(fields["ip_burst"]),
+            opens_at_ms=int(fields.get("opens_at_ms", 0)),
+            closes_at_ms=int(fields.get("closes_at_ms", 0)),
         )
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
         loaded, reserved = _ints(loaded_raw), _ints(reserved_raw)
         accepted, counters = _ints(accepted_raw), _ints(counters_raw)
         skus = {
@@ -205,4 +241,28 @@ class SaleStore:
             delivered_orders=counters.get("delivered_orders", 0),
             fenced_orders=counters.get("fenced_orders", 0),
             pending_reservations=int(pending),
+            **_schedule(config, skus, now_ms),
         )
+
+
+def _schedule(config: SaleConfig, skus: dict[str, SkuReport], now_ms: int) -> dict[str, Any]:
+    """The sale's state and countdowns at `now_ms`, as admit.lua would judge them."""
+    opens, closes = config.opens_at_ms, config.closes_at_ms
+    state: SaleState
+    if opens and now_ms < opens:
+        state = "scheduled"
+    elif closes and now_ms >= closes:
+        state = "closed"
+    elif skus and all(sku.remaining == 0 for sku in skus.values()):
+        state = "sold_out"
+    else:
+        state = "open"
+    return {
+        "state": state,
+        "opens_at": rfc3339(opens) if opens else None,
+        "closes_at": rfc3339(closes) if closes else None,
+        "seconds_to_open": round((opens - now_ms) / 1000, 3) if state == "scheduled" else None,
+        "seconds_to_close": (
+            round((closes - now_ms) / 1000, 3) if closes and state != "closed" else None
+        ),
+    }

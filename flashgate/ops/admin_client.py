@@ -11,6 +11,7 @@ import json
 import tomllib
 import urllib.error
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -109,4 +110,8 @@ def read_sale_file(path: Path) -> tuple[str | None, dict[str, Any]]:
     sale_id = data.pop("sale_id", None)
     if not isinstance(data.get("stock"), dict) or not data["stock"]:
         raise FlashgateError(f"{path}: a [stock] table of SKU = units is required")
+    for field in ("opens_at", "closes_at"):
+        # TOML's own date-times (unquoted) travel as RFC 3339, as the admin API takes them.
+        if isinstance(data.get(field), datetime):
+            data[field] = data[field].isoformat()
     return (str(sale_id) if sale_id is not None else None), data

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from rich.console import Console
@@ -75,6 +76,7 @@ def cmd_sale(args: argparse.Namespace, settings: Settings) -> int:
         console.print_json(data=result)
         return 0
     result = client.sale(args.sale_id)
+    console.print(f"sale {args.sale_id}: {sale_state(result)}", soft_wrap=True)
     table = Table(title=f"sale {args.sale_id}")
     table.add_column("SKU")
     for column in ("loaded", "remaining", "reserved", "accepted"):
@@ -88,6 +90,29 @@ def cmd_sale(args: argparse.Namespace, settings: Settings) -> int:
     if others:
         console.print_json(data=others)
     return 0
+
+
+def sale_state(report: dict[str, Any]) -> str:
+    """ "scheduled, opens at ... (in 2h 5m)", "open", "closed at ...", "sold out"."""
+    state = str(report.get("state", "open"))
+    if state == "scheduled":
+        return f"scheduled, opens at {report['opens_at']} (in {_span(report['seconds_to_open'])})"
+    if state == "closed":
+        return f"closed at {report['closes_at']}"
+    if state == "open" and report.get("seconds_to_close") is not None:
+        return f"open, closes at {report['closes_at']} (in {_span(report['seconds_to_close'])})"
+    return state.replace("_", " ")
+
+
+def _span(seconds: float) -> str:
+    whole = max(0, round(seconds))
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = (
+        [f"{days}d"] * bool(days) + [f"{hours}h"] * bool(hours) + [f"{minutes}m"] * bool(minutes)
+    )
+    return " ".join([*parts, f"{secs}s"])
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:

@@ -2,7 +2,8 @@
 -- in the given order, and the whole batch runs atomically (one Redis call).
 --
 -- Per order, in this order: sale loaded? SKU loaded? already reserved under this
--- order id (then admitted again as it is)? quantity <= per_order_max?
+-- order id (then admitted again as it is)? sale open (opens_at <= now < closes_at,
+-- by this server's clock)? quantity <= per_order_max?
 -- enough stock (loaded - accepted - reserved)? per-user limit? then the GCRA rate
 -- limits (sale, user, client IP) are checked together and charged only when all
 -- pass. An admitted order holds a reservation until confirm.lua (Kafka acked) or
@@ -15,7 +16,8 @@
 -- KEYS (all share the sale's hash tag {sale:<id>}, so one Redis Cluster slot):
 --   1 config        hash  per_order_max, per_user_max, sale_rate, sale_burst, user_rate,
 --                         user_burst, ip_rate, ip_burst (rates per second; 0 = no limit;
---                         bursts in requests)
+--                         bursts in requests), opens_at_ms, closes_at_ms (ms since the
+--                         epoch; 0 or absent = no such bound)
 --   2 loaded        hash  sku -> units loaded for sale
 --   3 reserved      hash  sku -> units held by pending reservations
 --   4 accepted      hash  sku -> units confirmed (in Kafka)
@@ -48,6 +50,7 @@
 --   "accepted"       (this order id was already confirmed by a reaper or the drain)
 --   "unknown_sale"   "unknown_sku"   "invalid"   "sold_out <remaining> <per_order_max>"
 --   "quantity <per_order_max>"   "purchase_limit <per_user_max> <bought>"
+--   "not_open <opens_at_ms> <wait_ms>"   "closed <closes_at_ms>"
 --   "rate_limited <sale|user|ip> <retry_after_ms> <burst> <rate>"
 -- (one string, not nested arrays: building and parsing those cost the gateway
 -- more than the script costs Redis)
@@ -72,13 +75,17 @@ end
 
 local results = {}
 local cfg = redis.call('HMGET', KEYS[1], 'per_order_max', 'per_user_max', 'sale_rate',
-  'sale_burst', 'user_rate', 'user_burst', 'ip_rate', 'ip_burst')
+  'sale_burst', 'user_rate', 'user_burst', 'ip_rate', 'ip_burst', 'opens_at_ms', 'closes_at_ms')
 if not cfg[1] then
   for i = 1, n do results[i] = 'unknown_sale' end
   return table.concat(results, '\n')
 end
 local per_order_max = tonumber(cfg[1])
 local per_user_max = tonumber(cfg[2])
+-- The schedule is judged by this server's clock, the one clock every gateway shares:
+-- a gateway whose own clock runs fast cannot open the sale early.
+local opens_at = tonumber(cfg[9]) or 0
+local closes_at = tonumber(cfg[10]) or 0
 local limits = {
   {'sale', tonumber(cfg[3]), tonumber(cfg[4])},
   {'user', tonumber(cfg[5]), tonumber(cfg[6])},
@@ -124,6 +131,10 @@ for i = 1, n do
     local available = loaded - (tonumber(redis.call('HGET', KEYS[4], sku)) or 0)
       - (tonumber(redis.call('HGET', KEYS[3], sku)) or 0)
     results[i] = 'ok ' .. int(math.max(available, 0)) .. ' ' .. int(per_order_max) .. ' held'
+  elseif opens_at > 0 and now < opens_at then
+    results[i] = 'not_open ' .. int(opens_at) .. ' ' .. int(math.ceil(opens_at - now))
+  elseif closes_at > 0 and now >= closes_at then
+    results[i] = 'closed ' .. int(closes_at)
   elseif qty > per_order_max then
     results[i] = 'quantity ' .. int(per_order_max)
   else

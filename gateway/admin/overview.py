@@ -39,6 +39,9 @@ async def get_overview(request: Request) -> Response:
                     "stock": {sku: r.remaining for sku, r in report.skus.items()},
                     "accepted_orders": report.accepted_orders,
                     "delivered_orders": report.delivered_orders,
+                    "state": report.state,
+                    "seconds_to_open": report.seconds_to_open,
+                    "seconds_to_close": report.seconds_to_close,
                 }
     except (*RedisFailure, AdmissionUnavailable):
         raise unavailable("Redis is unavailable") from None
