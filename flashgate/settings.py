@@ -65,8 +65,16 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     max_body_bytes: int = MAX_BODY_BYTES
     produce_timeout_ms: int = PRODUCE_TIMEOUT_MS
     in_flight_max: int = IN_FLIGHT_MAX
-    # Storefront bearer tokens; empty means the public API needs none.
+    # Storefront bearer tokens; empty means the public API needs none (unless shopper
+    # tokens are configured).
     storefront_tokens: list[str] = msgspec.field(default_factory=list)
+    # Secrets (32 bytes or more, newest first) that storefronts sign shopper tokens
+    # with (HS256 JWTs: sub = user_id, sale, exp). When set, a request without a
+    # storefront token needs a valid shopper token, and its order must be that
+    # shopper's. Normally from FLASHGATE_GATEWAY_SHOPPER_TOKEN_SECRETS, comma-separated.
+    shopper_token_secrets: list[Secret] = msgspec.field(default_factory=list)
+    # Origins whose pages may call the public API from the browser (CORS); empty = none.
+    cors_origins: list[str] = msgspec.field(default_factory=list)
     # How long a replayable Idempotency-Key answer is kept.
     idempotency_ttl_s: int = IDEMPOTENCY_TTL_S
     # A reservation not confirmed (Kafka ack) within this is settled by the reaper from

@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
 from flashgate import order_status
@@ -45,6 +46,7 @@ from gateway.producer import OrderProducer
 from gateway.reaper import Reaper, reap_forever
 from gateway.settle import Settler
 from gateway.shedding import InFlightLimit
+from gateway.shopper_tokens import ShopperTokens
 from gateway.soldout import SoldOutCache
 
 log = logging.getLogger(__name__)
@@ -164,10 +166,20 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             Route("/openapi.json", openapi_endpoint, methods=["GET"]),
         ],
         middleware=[
+            *cors(settings.gateway.cors_origins),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(HeaderLimit),
             Middleware(InFlightLimit, limit=settings.gateway.in_flight_max),
-            Middleware(BearerAuth, tokens=settings.gateway.storefront_tokens, prefix="/v1/"),
+            Middleware(
+                BearerAuth,
+                tokens=settings.gateway.storefront_tokens,
+                prefix="/v1/",
+                shoppers=(
+                    ShopperTokens(settings.gateway.shopper_token_secrets)
+                    if settings.gateway.shopper_token_secrets
+                    else None
+                ),
+            ),
         ],
         exception_handlers={
             ApiError: api_error_handler,
@@ -179,3 +191,26 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
     app.state.metrics = metrics
     app.state.drain_gauges = drain_gauges
     return app
+
+
+def cors(origins: list[str]) -> list[Middleware]:
+    """CORS for pages of `origins` calling the public API (shopper tokens in browsers);
+    outermost, so a preflight is answered before authentication."""
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+            expose_headers=[
+                "Location",
+                "Retry-After",
+                "RateLimit",
+                "RateLimit-Policy",
+                "Idempotent-Replayed",
+            ],
+            max_age=600,
+        )
+    ]

@@ -17,7 +17,7 @@ from flashgate.order import OrderRequest
 
 ERROR_CODES = {
     400: ["invalid_json"],
-    401: ["unauthorized"],
+    401: ["unauthorized", "invalid_shopper_token"],
     404: ["unknown_sale", "not_found"],
     409: ["sold_out", "purchase_limit", "sale_not_open"],
     410: ["sale_closed"],
@@ -30,7 +30,9 @@ ERROR_CODES = {
 }
 _DESCRIPTIONS = {
     400: "The body is not JSON.",
-    401: "Storefront tokens are configured and the bearer token is missing or wrong.",
+    401: "`unauthorized`: storefront (or shopper) tokens are configured and the bearer "
+    "token is missing or wrong; `invalid_shopper_token`: the shopper token is expired, "
+    "not signed by an active secret, or the order's user_id and sale_id are not its own.",
     404: "The sale or SKU has no stock loaded.",
     409: "`sold_out`: not enough stock left; `purchase_limit`: the user reached the limit; "
     "`sale_not_open`: the sale opens at `opens_at` (in the body), `Retry-After` seconds "

@@ -35,7 +35,7 @@ from flashgate.ids import new_order_id
 from flashgate.order import OrderRecord, OrderRequest, encode_record
 from flashgate.order_status import NOT_STORED
 from flashgate.redis_client import RedisFailure
-from gateway.auth import CALLER_SCOPE_KEY
+from gateway.auth import CALLER_SCOPE_KEY, invalid_shopper_token, scope_shopper
 from gateway.body import check_declared_length, receive_limited_body
 from gateway.context import GatewayContext
 from gateway.problems import ApiError, unavailable
@@ -150,6 +150,10 @@ async def _create_order(context: GatewayContext, scope: Scope, receive: Receive)
     check_declared_length(headers.content_length, settings.gateway.max_body_bytes)
     body = await receive_limited_body(receive, settings.gateway.max_body_bytes)
     order = parse_order(body)
+    shopper = scope_shopper(scope)
+    if shopper is not None and (shopper.user_id, shopper.sale_id) != (order.user_id, order.sale_id):
+        # Per-user limits count vouched-for shoppers only: a minted user id buys nothing.
+        raise invalid_shopper_token("the order's user_id and sale_id must be the token's")
     ip = client_ip(scope, headers.forwarded_for, settings.gateway.trust_forwarded_for)
     if headers.idempotency_key is None:
         return await _admit_and_produce(context, order, ip, None)
