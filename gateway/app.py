@@ -48,6 +48,7 @@ from gateway.settle import Settler
 from gateway.shedding import InFlightLimit
 from gateway.shopper_tokens import ShopperTokens
 from gateway.soldout import SoldOutCache
+from gateway.status_page import order_page, order_script
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
         routes=[
             Route("/v1/orders", CreateOrder(), methods=["POST"]),
             Route("/v1/orders/{order_id}", get_order, methods=["GET"]),
+            Route("/orders/{order_id}", order_page, methods=["GET"]),
+            Route("/order-status.js", order_script, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -200,6 +200,38 @@ def build_openapi() -> dict[str, Any]:
                     "responses": get_responses,
                 }
             },
+            "/orders/{order_id}": {
+                "get": {
+                    "summary": "The shopper's order status page (HTML; its data comes from "
+                    "GET /v1/orders/{order_id}, with `#token=` from the URL for shopper tokens)",
+                    "parameters": [
+                        {
+                            "name": "order_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "the page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        "404": _json("Error", "not an order id"),
+                    },
+                }
+            },
+            "/order-status.js": {
+                "get": {
+                    "summary": "The status page's script, for storefronts to embed",
+                    "responses": {
+                        "200": {
+                            "description": "JavaScript",
+                            "content": {"text/javascript": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "Process alive",
