@@ -362,6 +362,8 @@ async def _admit_and_produce(
     reservation = Reservation(order_id, order.sale_id, order.sku, order.quantity, order.user_id)
     try:
         verdict = await context.admitter.admit(reservation, ip)
+        if verdict.reason == "ticket":  # the sale's fair start: answered after its draw
+            verdict = await context.admitter.await_draw(reservation, ip, verdict)
     except AdmissionUnavailable as exc:
         log.warning("admission failed: %s", exc)
         context.metrics.decision("unavailable")

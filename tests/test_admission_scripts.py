@@ -9,6 +9,7 @@ tests are exact and need no sleeping.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -266,6 +267,70 @@ def test_the_schedule_opens_and_closes_admission_by_the_scripts_clock(run: Any) 
         assert report.opens_at == "2020-01-01T00:00:00.000Z"
 
     run(body)
+
+
+CHI2_9DF_P001 = 21.666  # chi-square, 9 degrees of freedom: exceeded by chance 1 % of the time
+
+
+def _arrival_deciles(ranks: list[int], arrivals: int) -> list[int]:
+    bins = [0] * 10
+    for rank in ranks:
+        bins[rank * 10 // arrivals] += 1
+    return bins
+
+
+def test_a_fair_start_draws_the_windows_orders_by_ticket_not_by_arrival(run: Any) -> None:
+    """W = 500 ms, stock 100, 1,000 orders in the window: exactly 100 win, spread evenly
+    over arrival order (fixed seed: the draw's salt and the order ids are fixed)."""
+
+    async def body(h: Harness) -> tuple[list[int], list[int]]:
+        start = h.clock.now
+        opens = datetime.fromtimestamp((start + 1_000) / 1000, UTC)
+        definition = SaleDefinition(
+            stock={"A": 100}, rates=OPEN, per_user_max=0, opens_at=opens, fair_start_ms=500
+        )
+        await h.sales.load("fair", definition, SalesSettings(), lottery_salt="seed-42")
+        orders = [Reservation(f"FAIR{i:06d}", "fair", "A", 1, f"u{i}") for i in range(1000)]
+        for rank, order in enumerate(orders):  # arrivals spread over the window, in order
+            h.clock.now = start + 1_000 + rank * 0.499
+            verdict = await h.admitter.admit(order, "1.1.1.1")
+            assert verdict == Verdict(
+                "ticket", retry_after_ms=math.ceil(1_500 - (h.clock.now - start))
+            )
+        # A retry inside the window (same order id) keeps its one ticket.
+        assert (await h.admitter.admit(orders[0], "1.1.1.1")).reason == "ticket"
+        assert await h.remaining("fair") == 100  # nothing reserved before the draw
+        h.clock.now = start + 1_500
+        # The waiting requests come back in any order; the first call draws them all.
+        answers = {}
+        for order in reversed(orders):
+            answers[order.reservation_id] = await h.admitter.admit(order, "1.1.1.1")
+        winners = [rank for rank, o in enumerate(orders) if answers[o.reservation_id].admitted]
+        losers = {answers[o.reservation_id].reason for o in orders} - {"ok"}
+        assert losers == {"sold_out"}
+        assert await h.remaining("fair") == 0
+        report = await h.sales.report("fair")
+        assert report is not None and report.skus["A"].reserved == 100
+        # After the window, orders are admitted on arrival again (nothing left here).
+        late = Reservation("LATE", "fair", "A", 1, "late")
+        assert (await h.admitter.admit(late, "1.1.1.1")).reason == "sold_out"
+
+        # The same arrivals without a fair start: the first 100 take everything.
+        await h.load("fifo", stock={"A": 100}, per_user_max=0)
+        fifo = []
+        for rank in range(1000):
+            order = Reservation(f"FIFO{rank:06d}", "fifo", "A", 1, f"u{rank}")
+            if (await h.admitter.admit(order, "1.1.1.1")).admitted:
+                fifo.append(rank)
+        return winners, fifo
+
+    winners, fifo = run(body)
+    assert len(winners) == 100
+    deciles = _arrival_deciles(winners, 1000)
+    chi2 = sum((count - 10) ** 2 / 10 for count in deciles)
+    assert chi2 < CHI2_9DF_P001, (deciles, chi2)
+    assert fifo == list(range(100))
+    assert _arrival_deciles(fifo, 1000) == [100] + [0] * 9  # what the lottery undoes
 
 
 def test_a_batch_that_does_not_parse_changes_nothing(run: Any) -> None:

@@ -24,7 +24,7 @@ import redis
 from flashgate.ids import new_order_id
 from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.redis_server import RedisServer
-from tests.gateway_client import OPEN_RATES, Client, new_env, running_gateway
+from tests.gateway_client import OPEN_RATES, Answer, Client, new_env, running_gateway
 from tests.services import ServiceEnv, admin_json, load_sale
 
 TOKEN = "storefront-token-1"
@@ -339,6 +339,37 @@ def test_409_sale_not_open_then_open_by_itself_then_410_closed(env: ServiceEnv) 
     assert report["skus"]["A"]["remaining"] == 100 - report["accepted_units"] - sum(
         sku["reserved"] for sku in report["skus"].values()
     )
+
+
+def test_a_fair_start_admits_the_window_by_lottery_and_oversells_nothing(env: ServiceEnv) -> None:
+    """1,000 shoppers at the opening of a 100-unit sale with a 500 ms fair start: each
+    is answered once the draw decided, exactly 100 get a 202, the rest 409 sold_out."""
+    opens = _redis_now(env) + timedelta(seconds=2)
+    sale_id = sale(env, stock={"A": 100}, per_user_max=0, opens_at=_iso(opens), fair_start_ms=500)
+    assert admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")["fair_start_ms"] == 500
+
+    async def body(client: Client) -> list[Answer]:
+        # The opening is a moment on Redis's clock, not an event anything signals.
+        await asyncio.sleep(max(0.0, (opens - _redis_now(env)).total_seconds()) + 0.01)
+        assert _redis_now(env) >= opens
+        return await asyncio.gather(
+            *(client.order(sale_id=sale_id, user_id=f"u{i}") for i in range(1000))
+        )
+
+    answers = asyncio.run(_with_connections(env, 1000, body))
+    statuses = [answer.status for answer in answers]
+    assert statuses.count(202) == 100, sorted(set(statuses))
+    assert {a.body["error"] for a in answers if a.status != 202} == {"sold_out"}
+    report = admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")
+    assert report["skus"]["A"]["remaining"] == 0
+    assert report["accepted_units"] + report["skus"]["A"]["reserved"] == 100
+
+
+async def _with_connections(
+    env: ServiceEnv, connections: int, body: Callable[[Client], Awaitable[T]]
+) -> T:
+    async with Client(env.gateway_url, TOKEN, connections=connections) as client:
+        return await body(client)
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ reservation id is the order id. Redis errors leave this module only as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
@@ -34,6 +35,7 @@ Reason = Literal[
     "rate_limited",
     "sale_not_open",
     "sale_closed",
+    "ticket",
 ]
 # What confirm.lua did with one order: confirmed now, fenced (settled "not stored"
 # before this record turned up), or nothing (already confirmed, or released).
@@ -72,7 +74,8 @@ class Verdict(msgspec.Struct, frozen=True):
     # died). Its first record may be in Kafka, so a failed produce must not release it.
     held: bool = False
     # sale_not_open: when the sale opens; sale_closed: when it closed (ms since the
-    # epoch, Redis's clock). retry_after_ms is then the wait until opening.
+    # epoch, Redis's clock). retry_after_ms is then the wait until opening; for a
+    # ticket (the fair start's window), the wait until the draw (see await_draw).
     at_ms: int = 0
 
     @property
@@ -116,6 +119,8 @@ def parse_verdict(line: str) -> Verdict:
         return Verdict("sale_not_open", at_ms=int(fields[0]), retry_after_ms=int(fields[1]))
     if reason == "closed":
         return Verdict("sale_closed", at_ms=int(fields[0]))
+    if reason == "ticket":
+        return Verdict("ticket", retry_after_ms=int(fields[0]))
     if reason in ("unknown_sale", "unknown_sku"):
         return Verdict(reason)  # type: ignore[arg-type]
     raise AdmissionUnavailable(f"unexpected reply from admit.lua: {line!r}")
@@ -188,6 +193,16 @@ class Admitter:
         if self._batcher is not None:
             return self._batcher.submit((reservation, client_ip))
         return self._admit_alone(reservation, client_ip)
+
+    async def await_draw(
+        self, reservation: Reservation, client_ip: str, verdict: Verdict
+    ) -> Verdict:
+        """An order holding a fair-start ticket: ask again once the window has closed, for
+        the draw's answer (any gateway's first call after the window draws them all)."""
+        while verdict.reason == "ticket":
+            await asyncio.sleep(max(verdict.retry_after_ms, 1) / 1000)
+            verdict = await self.admit(reservation, client_ip)
+        return verdict
 
     async def _admit_alone(self, reservation: Reservation, client_ip: str) -> Verdict:
         result = (await self._admit_batch([(reservation, client_ip)]))[0]

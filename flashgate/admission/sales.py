@@ -7,6 +7,7 @@ by Redis's clock). Fields a definition leaves out come from the `[sales]` settin
 
 from __future__ import annotations
 
+import secrets
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,8 @@ from flashgate.settings import SalesSettings
 
 PER_ORDER_MAX_LIMIT = 1_000  # the order schema's own bound on quantity
 SKUS_MAX = 10_000
+# A request waits out the window: keep it well inside any client's timeout.
+FAIR_START_MAX_MS = 10_000
 
 Units = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
 PerSecond = Annotated[float, msgspec.Meta(ge=0, le=10**7)]
@@ -53,10 +56,14 @@ class SaleDefinition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Before opens_at: 409 sale_not_open with Retry-After; from closes_at on: 410.
     opens_at: Instant | None = None
     closes_at: Instant | None = None
+    # The orders of the first fair_start_ms after opens_at are admitted by lottery.
+    fair_start_ms: Annotated[int, msgspec.Meta(ge=0, le=FAIR_START_MAX_MS)] = 0
 
     def __post_init__(self) -> None:
         if self.opens_at and self.closes_at and self.closes_at <= self.opens_at:
             raise ValueError("closes_at must be later than opens_at")
+        if self.fair_start_ms and self.opens_at is None:
+            raise ValueError("fair_start_ms needs opens_at: the window starts at the opening")
 
 
 def _epoch_ms(instant: datetime | None) -> int:
@@ -82,6 +89,10 @@ class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
     ip_burst: int
     opens_at_ms: int = 0  # 0: no such bound
     closes_at_ms: int = 0
+    fair_start_ms: int = 0
+    # Keys the fair start's tickets (a hash of salt and order id): unknown outside Redis,
+    # so nobody can tell which order ids would draw well. Made anew by every load.
+    lottery_salt: str = ""
 
     @classmethod
     def resolve(cls, definition: SaleDefinition, defaults: SalesSettings) -> SaleConfig:
@@ -108,6 +119,8 @@ class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
             ip_burst=ip.burst,
             opens_at_ms=_epoch_ms(definition.opens_at),
             closes_at_ms=_epoch_ms(definition.closes_at),
+            fair_start_ms=definition.fair_start_ms,
+            lottery_salt=secrets.token_hex(16) if definition.fair_start_ms else "",
         )
 
     def as_rates(self) -> dict[str, dict[str, float | int]]:
@@ -144,6 +157,7 @@ class SaleReport(msgspec.Struct, frozen=True, kw_only=True):
     # Until opens_at (scheduled) or closes_at (open), by Redis's clock when reported.
     seconds_to_open: float | None = None
     seconds_to_close: float | None = None
+    fair_start_ms: int = 0
 
 
 _encoder = msgspec.json.Encoder()
@@ -161,9 +175,17 @@ class SaleStore:
         self._redis: RedisClient = scripts.redis
 
     async def load(
-        self, sale_id: str, definition: SaleDefinition, defaults: SalesSettings
+        self,
+        sale_id: str,
+        definition: SaleDefinition,
+        defaults: SalesSettings,
+        *,
+        lottery_salt: str | None = None,
     ) -> SaleConfig:
+        """Load or reload; `lottery_salt` fixes the fair start's draw (tests, benchmarks)."""
         config = SaleConfig.resolve(definition, defaults)
+        if lottery_salt is not None:
+            config = msgspec.structs.replace(config, lottery_salt=lottery_salt)
         keys = SaleKeys.of(sale_id)
         try:
             await self._scripts.call(
@@ -217,6 +239,7 @@ class SaleStore:
             ip_burst=int(fields["ip_burst"]),
             opens_at_ms=int(fields.get("opens_at_ms", 0)),
             closes_at_ms=int(fields.get("closes_at_ms", 0)),
+            fair_start_ms=int(fields.get("fair_start_ms", 0)),
         )
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         loaded, reserved = _ints(loaded_raw), _ints(reserved_raw)
@@ -241,6 +264,7 @@ class SaleStore:
             delivered_orders=counters.get("delivered_orders", 0),
             fenced_orders=counters.get("fenced_orders", 0),
             pending_reservations=int(pending),
+            fair_start_ms=config.fair_start_ms,
             **_schedule(config, skus, now_ms),
         )
 
