@@ -7,7 +7,10 @@ Retry-After; only transient failures are retried.
 
 The fate of an order:
 - 2xx (or the backend's duplicate answer): delivered;
-- another 4xx: rejected at once (dead-lettered by the caller);
+- 401, 403, 404, 405, 407, 410, 415, 426 (the backend refuses every order) or a
+  storm of one per-order status (`refusals.RefusalBreaker`): the gate opens at
+  once and the order waits like in an outage; never dead-lettered for that;
+- another 4xx (400, 409, 422...): rejected at once (dead-lettered by the caller);
 - a 5xx that may be the order's fault (500, 501, 505...): after `max_attempts`
   such answers, and only if the backend took other orders meanwhile, rejected;
 - anything else (timeouts, connection errors, 408/425/429/502/503/504, or 5xx
@@ -36,7 +39,8 @@ from tenacity.wait import wait_base
 
 from order_consumer.adaptive import AdaptiveLimit, Outcome
 from order_consumer.backend_gate import BackendGate
-from order_consumer.errors import BackendUnavailable, OrderRejected
+from order_consumer.errors import BackendRefuses, BackendUnavailable, OrderRejected
+from order_consumer.refusals import RefusalBreaker
 
 MAX_BACKOFF_S = 10.0
 FIRST_WAIT_S = 0.1
@@ -111,6 +115,8 @@ class Delivered:
 class Rejected:
     reason: str
     attempts: int
+    status: int | None = None
+    """The backend's status when it refused the order, None for another cause."""
 
 
 class Deliverer:
@@ -121,6 +127,7 @@ class Deliverer:
         gate: BackendGate,
         adaptive: AdaptiveLimit,
         *,
+        breaker: RefusalBreaker | None = None,
         max_attempts: Callable[[], int],
         stopping: asyncio.Event,
         wait: wait_base | None = None,
@@ -132,6 +139,7 @@ class Deliverer:
         self._limiter = limiter
         self._gate = gate
         self._adaptive = adaptive
+        self.breaker = breaker if breaker is not None else RefusalBreaker()
         self._max_attempts = max_attempts
         self._stopping = stopping
         self._wait = wait
@@ -162,7 +170,7 @@ class Deliverer:
             await attempt()
             return Delivered(state.attempts)
         except OrderRejected as exc:
-            return Rejected(str(exc), state.attempts)
+            return Rejected(str(exc), state.attempts, exc.status)
         except BackendUnavailable as exc:
             last_error = exc
         done_this_round = 1
@@ -180,7 +188,7 @@ class Deliverer:
                 )
                 return Delivered(state.attempts)
             except OrderRejected as exc:
-                return Rejected(str(exc), state.attempts)
+                return Rejected(str(exc), state.attempts, exc.status)
             except BackendUnavailable as exc:
                 last_error = exc
                 others_got_through = (
@@ -212,8 +220,17 @@ class Deliverer:
         started = self._clock()
         try:
             await self._backend.deliver(order_id, body)
-        except OrderRejected:
+        except BackendRefuses as exc:
+            # Not a sign of load: the rate stays where it was for when the backend heals.
             self._adaptive.record(Outcome.REJECTED, self._clock() - started)
+            self._gate.refused(exc.refusal_status, exc.message)
+            raise
+        except OrderRejected as exc:
+            self._adaptive.record(Outcome.REJECTED, self._clock() - started)
+            if self.breaker.storm(exc.status, order_id):
+                refusal = BackendRefuses(exc.status, f"a storm of {exc.status}: {exc.reason}")
+                self._gate.refused(refusal.refusal_status, refusal.message)
+                raise refusal from exc
             self._gate.succeeded()
             raise
         except BackendUnavailable as exc:
@@ -225,3 +242,4 @@ class Deliverer:
             state.sending = False
         self._adaptive.record(Outcome.OK, self._clock() - started)
         self._gate.succeeded()
+        self.breaker.succeeded()

@@ -40,7 +40,7 @@ from confluent_kafka import Message
 
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SaleKeys
-from flashgate.dlq import dead_letter_headers
+from flashgate.dlq import Headers, dead_letter_headers, replay_headers
 from flashgate.errors import KafkaUnavailable
 from flashgate.kafka.producer import AsyncProducer
 from flashgate.order import OrderRecord, decode_record
@@ -56,6 +56,7 @@ from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandle
 from order_consumer.offsets import OffsetTracker, PartitionOffsets
 from order_consumer.progress_reporter import DeliveryMeter, ProgressReporter, Snapshot
 from order_consumer.rate_policy import REASON_ADAPTIVE, RateDecision, decide
+from order_consumer.refusals import RefusalBreaker, StormLetter
 from order_consumer.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,8 @@ class DrainCounters:
     dead_lettered: int = 0
     # Records of orders settled "not stored" (written after the reaper's look).
     fenced: int = 0
+    # Dead letters of a refusal storm produced to the orders topic again.
+    storm_replayed: int = 0
 
 
 @dataclass(eq=False)
@@ -135,6 +138,9 @@ class DrainWorker:
             self._limiter,
             self._gate,
             self._adaptive,
+            breaker=RefusalBreaker(
+                self._drain.refusal_storm_orders, self._drain.refusal_storm_window_s
+            ),
             max_attempts=lambda: self._watch.drain.max_attempts,
             stopping=self._stopping,
         )
@@ -212,6 +218,27 @@ class DrainWorker:
             await self._watch.poll()
             self._adaptive.config = self._adaptive_config()
             self._apply(self._decide())
+            if self._gate.closed:
+                await self._replay_storm(self._deliverer.breaker.take_replay())
+
+    async def _replay_storm(self, letters: list[StormLetter]) -> None:
+        """Produce the orders dead-lettered in a refusal storm to the orders topic again,
+        now that the backend takes orders (their letters stay in the DLQ: a later
+        `flashgate dlq replay` sends them once more, and the backend stores them once)."""
+        for letter in letters:
+            while True:
+                try:
+                    await self._dlq.produce(
+                        self._settings.kafka.orders_topic, letter.value, letter.key,
+                        replay_headers(letter.headers),
+                    )  # fmt: skip
+                    break
+                except KafkaUnavailable as exc:
+                    log.warning("storm replay not acknowledged, retrying: %s", exc)
+                    await asyncio.sleep(DLQ_RETRY_S)
+        if letters:
+            self.counters.storm_replayed += len(letters)
+            log.warning("replayed %d orders dead-lettered in the refusal storm", len(letters))
 
     async def _progress_loop(self) -> None:
         interval = self._drain.progress_interval_ms / 1000
@@ -378,7 +405,9 @@ class DrainWorker:
             self._meter.add()
             self._statuses.delivered(record.order_id, record.accepted_at, self._wall_clock())
         else:
-            await self._dead_letter(job, record, result.reason)
+            headers = await self._dead_letter(job, record, result.reason)
+            letter = StormLetter(job.message.key(), value, headers)
+            self._deliverer.breaker.dead_lettered(result.status, letter)
             self._statuses.failed(record.order_id, record.accepted_at, result.reason)
         job.offsets.done(job.offset)
 
@@ -402,7 +431,7 @@ class DrainWorker:
             await self._redis.hincrby(SaleKeys.of(record.sale_id).counters, "fenced_orders", 1)
         job.offsets.done(job.offset)
 
-    async def _dead_letter(self, job: Job, record: OrderRecord | None, reason: str) -> None:
+    async def _dead_letter(self, job: Job, record: OrderRecord | None, reason: str) -> Headers:
         """Produce to the DLQ and wait for Kafka's ack; retry until it is there or we stop."""
         message = job.message
         headers = dead_letter_headers(
@@ -436,6 +465,7 @@ class DrainWorker:
         order_id = record.order_id if record is not None else "?"
         log.error("dead-lettered order %s (%s[%d]@%d): %s", order_id, message.topic(),
                   job.partition, job.offset, reason)  # fmt: skip
+        return headers
 
     async def _settle(self, jobs: list[Job], timeout_s: float) -> None:
         """Let requests on the wire finish (at most `timeout_s`); cancel every other job."""
@@ -489,6 +519,7 @@ class DrainWorker:
     # -- reporting ------------------------------------------------------------------------------
 
     def _snapshot(self) -> Snapshot:
+        refusal = self._gate.refusal
         return Snapshot(
             decision=self.decision,
             delivered_per_second=self._meter.rate(),
@@ -497,6 +528,8 @@ class DrainWorker:
             delivered_total=self.counters.delivered,
             dead_lettered_total=self.counters.dead_lettered,
             fenced_total=self.counters.fenced,
+            refusal_status=refusal.status if refusal is not None else None,
+            refusal=refusal.message if refusal is not None else "",
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

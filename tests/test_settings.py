@@ -35,7 +35,13 @@ def test_the_shipped_file_loads() -> None:
 
 
 # Secrets are named in the file but only as a comment: they come from the environment.
-COMMENTED_ONLY = {("admin", "token"), ("kafka", "sasl_password"), ("kafka", "client")}
+COMMENTED_ONLY = {
+    ("admin", "token"),
+    ("kafka", "sasl_password"),
+    ("kafka", "client"),
+    ("drain", "backend_token"),
+    ("drain", "backend_oauth2_client_secret"),
+}
 
 
 def test_the_shipped_file_names_every_setting_with_its_default() -> None:
