@@ -15,12 +15,14 @@ Tokens and secrets are `Secret`s or local strings: never logged, never in an err
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import quote_plus
 
 import aiohttp
 import msgspec
@@ -169,9 +171,11 @@ class OAuth2ClientCredentials:
                 async with session.post(
                     self._token_url,
                     data=form,
-                    auth=aiohttp.BasicAuth(self._client_id, secret),
                     timeout=self._timeout,
-                    headers={"Accept": "application/json"},
+                    headers={
+                        "Accept": "application/json",
+                        "Authorization": client_authorization(self._client_id, secret),
+                    },
                 ) as response:
                     raw = await response.content.read(TOKEN_ANSWER_MAX_BYTES)
                     status = response.status
@@ -193,6 +197,12 @@ class OAuth2ClientCredentials:
             self._token = answer.access_token
             self._refresh_at = started + life - min(REFRESH_MARGIN_MAX_S, life * REFRESH_SHARE)
             log.info("backend OAuth2 token fetched, valid %.0f s", life)
+
+
+def client_authorization(client_id: str, secret: str) -> str:
+    """HTTP Basic for an OAuth2 client: both parts form-encoded first (RFC 6749 2.3.1)."""
+    pair = f"{quote_plus(client_id)}:{quote_plus(secret)}"
+    return "Basic " + base64.b64encode(pair.encode()).decode()
 
 
 def credentials_for(drain: DrainSettings) -> Credentials:
