@@ -201,7 +201,12 @@ class Backend:
         per_second = {str(second): count for second, count in sorted(stats.per_second.items())}
         return _json(
             200,
-            {"orders": stats.orders, "duplicates": stats.duplicates, "per_second": per_second},
+            {
+                "orders": stats.orders,
+                "duplicates": stats.duplicates,
+                "per_second": per_second,
+                "tokens_issued": self.tokens.issued_total,
+            },
         )
 
     async def healthz(self, _request: web.Request) -> web.Response:

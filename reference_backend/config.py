@@ -68,6 +68,8 @@ class BackendConfig:
     tls_cert: Path | None = None
     """Serve HTTPS with this certificate (PEM) and `tls_key`."""
     tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """With TLS: ask every client for a certificate signed by this CA (mutual TLS)."""
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port must be in 0..65535")
@@ -94,6 +96,7 @@ class BackendConfig:
         _check(
             (self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together"
         )
+        _check(self.tls_client_ca is None or self.tls_cert is not None, "tls_client_ca needs TLS")
 
     @property
     def oauth2_credentials(self) -> tuple[str, str] | None:

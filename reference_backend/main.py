@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     auth.add_argument("--token-ttl", type=float, default=300.0, help="life of issued tokens, s")
     auth.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS: certificate PEM")
     auth.add_argument("--tls-key", type=Path, default=None, help="serve HTTPS: key PEM")
+    auth.add_argument(
+        "--tls-client-ca", type=Path, default=None,
+        help="mutual TLS: clients need a certificate signed by this CA",
+    )  # fmt: skip
     tuning = parser.add_argument_group("tuning")
     tuning.add_argument(
         "--commit-interval-ms",
@@ -112,6 +116,7 @@ def parse_config(argv: list[str] | None = None) -> BackendConfig:
             token_ttl_s=args.token_ttl,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
         )
     except ValueError as exc:
         parser.error(str(exc))
@@ -146,6 +151,9 @@ def server_tls(config: BackendConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.tls_client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(config.tls_client_ca)
     return context
 
 
