@@ -320,7 +320,7 @@ class DrainWorker:
         elif self._full_since is None:
             self._full_since = now
         if not self._gate.closed:
-            hold = "backend down"
+            hold = "backend refuses every order" if self._gate.refusal else "backend down"
         elif self.decision.effective_rate <= 0:
             hold = f"rate 0, {self.decision.reason}"
         elif (self._full_since is not None and now - self._full_since > BACKPRESSURE_PAUSE_S) or (

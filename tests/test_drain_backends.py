@@ -231,8 +231,8 @@ def test_401_to_everything_for_20_s_pauses_the_drain_and_loses_nothing_to_the_dl
     assert wait_until(lambda: refusal(drain_env) is None, 10)
     assert admin_json(drain_env, "GET", "/admin/v1/drain")["backend_refusal"] is None
     log = log_text(consumer)
-    assert "pausing partitions (backend down)" in log and "backend is back" in log
-    assert "dead-lettered" not in log
+    assert "pausing partitions (backend refuses every order)" in log
+    assert "backend is back" in log and "dead-lettered order" not in log
 
 
 @pytest.mark.parametrize("status", [403, 404])
