@@ -298,6 +298,11 @@ class StackSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     # The local broker's client listener (FLASHGATE_STACK_KAFKA_SECURITY): "sasl_ssl" is
     # SCRAM-SHA-512 over TLS, "mtls" is TLS with client certificates; see flashgate.stack.
     kafka_security: Literal["plaintext", "sasl_ssl", "mtls"] = "plaintext"
+    # The reference backend's mode (FLASHGATE_STACK_BACKEND_MODE), and the drain's matching
+    # connection settings: see flashgate.stack.local_backend.
+    backend_mode: Literal[
+        "plain", "bearer", "oauth2", "tls", "refuse-401", "refuse-403", "refuse-404", "reject"
+    ] = "plain"
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--oauth2-client", default="",
         help="ID:SECRET: serve POST /oauth/token (client credentials); orders need its tokens",
     )  # fmt: skip
+    auth.add_argument(
+        "--require-token-file", type=Path, default=None,
+        help="like --require-token, the token read from this file (kept off the command line)",
+    )  # fmt: skip
+    auth.add_argument(
+        "--oauth2-client-file", type=Path, default=None,
+        help="like --oauth2-client, ID:SECRET read from this file",
+    )  # fmt: skip
     auth.add_argument("--token-ttl", type=float, default=300.0, help="life of issued tokens, s")
     auth.add_argument("--tls-cert", type=Path, default=None, help="serve HTTPS: certificate PEM")
     auth.add_argument("--tls-key", type=Path, default=None, help="serve HTTPS: key PEM")
@@ -93,6 +101,8 @@ def parse_config(argv: list[str] | None = None) -> BackendConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        require_token = _from_file(args.require_token_file) or args.require_token
+        oauth2_client = _from_file(args.oauth2_client_file) or args.oauth2_client
         return BackendConfig(
             host=args.host,
             port=args.port,
@@ -111,8 +121,8 @@ def parse_config(argv: list[str] | None = None) -> BackendConfig:
             refuse_status=args.refuse_status,
             refuse_seconds=args.refuse_seconds,
             reject_attribute=args.reject_attribute,
-            require_token=args.require_token,
-            oauth2_client=args.oauth2_client,
+            require_token=require_token,
+            oauth2_client=oauth2_client,
             token_ttl_s=args.token_ttl,
             tls_cert=args.tls_cert,
             tls_key=args.tls_key,
@@ -120,6 +130,15 @@ def parse_config(argv: list[str] | None = None) -> BackendConfig:
         )
     except ValueError as exc:
         parser.error(str(exc))
+
+
+def _from_file(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def describe(config: BackendConfig) -> str:
