@@ -60,10 +60,11 @@ def render(drain: dict[str, Any], tracker: StatusTracker) -> RenderableType:
     table.add_row("effective rate", f"{rate_text}  (set by {reason})")
     refusal = drain.get("backend_refusal")
     if refusal:
-        status = refusal.get("status") or "TLS"
+        # Status 0 is a TLS refusal, whose message already says so.
+        status = f"{refusal['status']} " if refusal.get("status") else ""
         table.add_row(
             Text("BACKEND REFUSES", style="bold red"),
-            Text(f"{status} {refusal.get('message', '')}: drain held, nothing dead-lettered",
+            Text(f"{status}{refusal.get('message', '')}: drain held, nothing dead-lettered",
                  style="red"),
         )  # fmt: skip
     table.add_row("configured rate", f"{_num(drain.get('configured_rate'))}/s")
