@@ -16,6 +16,7 @@ import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -51,6 +52,16 @@ def connection_for(drain: DrainSettings, environ: Mapping[str, str] | None = Non
         headers=resolve_headers(drain.backend_headers, os.environ if environ is None else environ),
         credentials=credentials_for(drain),
     )
+
+
+def shown_url(url: str) -> str:
+    """`url` fit for a log line: a user and password in it are left out."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
 
 
 def tls_context(drain: DrainSettings) -> ssl.SSLContext | None:

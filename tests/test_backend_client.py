@@ -22,7 +22,7 @@ from flashgate.errors import ConfigError
 from flashgate.secret import Secret
 from flashgate.settings import DrainSettings, load_settings
 from order_consumer.backend_auth import BearerToken, OAuth2ClientCredentials
-from order_consumer.backend_client import BackendClient, Connection, connection_for
+from order_consumer.backend_client import BackendClient, Connection, connection_for, shown_url
 from order_consumer.errors import BackendRefuses, BackendUnavailable, OrderRejected
 from reference_backend.app import BACKEND_KEY, create_app
 from reference_backend.config import BackendConfig
@@ -195,3 +195,11 @@ def test_secrets_stay_out_of_the_settings_repr() -> None:
     drain = load_settings(environ=env).drain
     assert "very-secret-value" not in repr(drain)
     assert drain.backend_oauth2_client_secret.reveal() == "very-secret-value"
+
+
+def test_a_password_in_the_backend_url_stays_out_of_the_log_line() -> None:
+    assert (
+        shown_url("https://drain:pw@orders.example:8443/api")
+        == "https://***@orders.example:8443/api"
+    )
+    assert shown_url("http://127.0.0.1:8090/orders") == "http://127.0.0.1:8090/orders"
