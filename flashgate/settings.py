@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -195,13 +196,38 @@ DRAIN_ADAPTIVE_LATENCY_SLACK_MS = 250.0
 # an assign up to 15 s for committed offsets), far shorter than max.poll.interval.ms
 # (300 s), after which the group would drop the consumer anyway.
 DRAIN_HEALTH_STUCK_AFTER_S = 60.0
+DRAIN_REFUSAL_STORM_ORDERS = 20
+DRAIN_REFUSAL_STORM_WINDOW_S = 60.0
 
 
 class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     """The order drain. Rates, burst, schedule and `adaptive*` keys apply live (no restart)."""
 
     group_id: str = "order-drain"
-    backend_url: str = f"http://127.0.0.1:{BACKEND_PORT}"
+    # The full endpoint every order is POSTed to. A URL without a path means the
+    # reference backend's `/orders` (how it was given before it was a full endpoint).
+    backend_url: str = f"http://127.0.0.1:{BACKEND_PORT}/orders"
+    # https: the CA (PEM) that signed the backend's certificate ("" = the system's store);
+    # a client certificate and its unencrypted key (PEM) for mutual TLS, both or neither.
+    backend_ca_file: str = ""
+    backend_client_cert: str = ""
+    backend_client_key: str = ""
+    # Extra request headers; a value "${NAME}" is read from the environment at start.
+    backend_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    # "none", "bearer" (backend_token or backend_token_file, re-read when it changes) or
+    # "oauth2" (client credentials: token cached, refreshed before it expires).
+    backend_auth: Literal["none", "bearer", "oauth2"] = "none"
+    backend_token: Secret = msgspec.field(default_factory=Secret)
+    backend_token_file: str = ""
+    backend_oauth2_token_url: str = ""
+    backend_oauth2_client_id: str = ""
+    backend_oauth2_client_secret: Secret = msgspec.field(default_factory=Secret)
+    backend_oauth2_client_secret_file: str = ""
+    backend_oauth2_scope: str = ""
+    # This many different orders refused in a row with one status (400, 409, 422...)
+    # within the window: hold the drain and alarm instead of dead-lettering the rest.
+    refusal_storm_orders: int = DRAIN_REFUSAL_STORM_ORDERS
+    refusal_storm_window_s: float = DRAIN_REFUSAL_STORM_WINDOW_S
     # The ceiling outside every schedule window (or always, without a schedule).
     rate_per_s: float = DRAIN_RATE_PER_S
     burst: int = 50
@@ -228,6 +254,20 @@ class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     health_port: int = 0
     # No poll of Kafka for this long and the consumer reports itself stuck (not alive).
     health_stuck_after_s: float = DRAIN_HEALTH_STUCK_AFTER_S
+
+    def __post_init__(self) -> None:
+        # Imported here: that module is typed against this one.
+        from flashgate.drain.backend_settings import check_backend_settings
+
+        check_backend_settings(self)
+
+    @property
+    def backend_endpoint(self) -> str:
+        """`backend_url`, with `/orders` added when it has no path (the reference backend)."""
+        url = urlsplit(self.backend_url)
+        if url.path in ("", "/"):
+            return url._replace(path="/orders").geturl()
+        return self.backend_url
 
 
 class BackendSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -264,6 +304,11 @@ class StackSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     # The local broker's client listener (FLASHGATE_STACK_KAFKA_SECURITY): "sasl_ssl" is
     # SCRAM-SHA-512 over TLS, "mtls" is TLS with client certificates; see flashgate.stack.
     kafka_security: Literal["plaintext", "sasl_ssl", "mtls"] = "plaintext"
+    # The reference backend's mode (FLASHGATE_STACK_BACKEND_MODE), and the drain's matching
+    # connection settings: see flashgate.stack.local_backend.
+    backend_mode: Literal[
+        "plain", "bearer", "oauth2", "tls", "refuse-401", "refuse-403", "refuse-404", "reject"
+    ] = "plain"
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

@@ -15,6 +15,9 @@ group-wide values, so alerts aggregate them with `max by (group)`.
 - `flashgate_drain_consumers{group}`: consumers reporting in the last few seconds
 - `flashgate_drain_retention_seconds{group}`: retention of the topic the group drains
   (from the settings, which create the topic and match the KafkaTopic on Kubernetes)
+- `flashgate_drain_backend_refusing{group,status,message}`: 1 while the backend refuses
+  every order (401, 403, 404..., a storm of one status; status 0 = TLS), with its answer;
+  absent otherwise. The drain holds (nothing is dead-lettered for it) until someone acts.
 
 No sample is exported while Redis cannot be read: a stale backlog would keep an
 alert quiet, and the gateway's own readiness already reports Redis down.
@@ -34,6 +37,8 @@ from flashgate.drain import progress
 from flashgate.drain.control import DrainControl
 from flashgate.settings import Settings
 
+REFUSAL_LABEL_MAX_CHARS = 120
+
 
 class DrainGauges:
     """A prometheus-client collector refreshed by `refresh()` before each scrape renders."""
@@ -43,6 +48,7 @@ class DrainGauges:
         self._configured_rate = settings.drain.rate_per_s
         self._retention_s = settings.kafka.retention_ms / 1000
         self._values: dict[str, float] = {}
+        self._refusal: progress.BackendRefusal | None = None
 
     async def refresh(self, redis: Redis) -> None:
         try:
@@ -50,7 +56,9 @@ class DrainGauges:
             state = await progress.read(redis, self._group)
         except (RedisError, OSError):
             self._values = {}
+            self._refusal = None
             return
+        self._refusal = state.backend_refusal if state is not None else None
         reporting = state is not None and state.consumers > 0
         configured = self._configured_rate
         if state is not None and state.configured_rate is not None:
@@ -76,6 +84,15 @@ class DrainGauges:
             self._values["flashgate_drain_paused_seconds"] = paused_s
 
     def collect(self) -> Iterator[Metric]:
+        if self._values and self._refusal is not None:
+            refusing = GaugeMetricFamily(
+                "flashgate_drain_backend_refusing",
+                "1 while the backend refuses every order (the drain holds)",
+                labels=["group", "status", "message"],
+            )
+            message = self._refusal.message[:REFUSAL_LABEL_MAX_CHARS]
+            refusing.add_metric([self._group, str(self._refusal.status), message], 1.0)
+            yield refusing
         for name, value in self._values.items():
             if math.isfinite(value):
                 gauge = GaugeMetricFamily(name, _HELP[name], labels=["group"])

@@ -278,6 +278,9 @@ class Settler:
                       reservation.reservation_id, exc)  # fmt: skip
 
     async def _retry(self, accepted: Accepted) -> None:
+        # A loop, not tenacity: the schedule is a fixed list that starts with a wait
+        # (the write just failed), and the answer "fenced" ends it without being an
+        # error; in tenacity that takes a pre-sleep, a wait_chain and a result check.
         for delay in RETRY_DELAYS_S:
             await asyncio.sleep(delay)
             try:

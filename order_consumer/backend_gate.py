@@ -10,6 +10,11 @@
   failure opens it again for longer.
 
 A success from any request closes the gate: the backend is evidently up.
+
+A refusal (`refused()`: the backend answers 401, 403, 404... to every order, or
+a storm of one status) opens the gate at once, without a round of retries: it
+says the backend will take nothing until someone fixes credentials or route.
+`refusal` holds the status and the backend's message until a delivery gets through.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +37,14 @@ class GateState(enum.Enum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half-open"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why the backend refuses every order: its status and (the start of) its answer."""
+
+    status: int
+    message: str
 
 
 class BackendGate:
@@ -53,6 +67,8 @@ class BackendGate:
         self._reopen_at = 0.0
         self._probe_deadline: float | None = None
         self._changed = asyncio.Event()
+        self.refusal: Refusal | None = None
+        """Set while the gate is open because the backend refuses every order."""
 
     @property
     def closed(self) -> bool:
@@ -84,6 +100,7 @@ class BackendGate:
         if self.state is not GateState.CLOSED:
             log.warning("backend is back: resuming deliveries")
             self.state = GateState.CLOSED
+            self.refusal = None
             self._backoff_s = self._initial_backoff_s
             self._notify()
 
@@ -102,6 +119,24 @@ class BackendGate:
             self._backoff_s = self._initial_backoff_s
             self._open(retry_after_s)
             log.warning("backend down (%s): holding deliveries, pausing partitions", reason)
+
+    def refused(self, status: int, message: str) -> None:
+        """The backend refuses every order: hold deliveries now, and say why until it takes one."""
+        refusal = Refusal(status, message)
+        if self.state is GateState.CLOSED:
+            self._backoff_s = self._initial_backoff_s
+            self.refusal = refusal
+            self._open(None)
+            log.error(
+                "backend refuses every order (%d %s): holding deliveries, pausing partitions; "
+                "nothing is dead-lettered for it",
+                status, message,
+            )  # fmt: skip
+            return
+        if refusal != self.refusal:
+            log.error("backend refuses every order (%d %s)", status, message)
+        self.refusal = refusal
+        self.failed()
 
     def _open(self, retry_after_s: float | None) -> None:
         self.state = GateState.OPEN

@@ -7,7 +7,10 @@ Retry-After; only transient failures are retried.
 
 The fate of an order:
 - 2xx (or the backend's duplicate answer): delivered;
-- another 4xx: rejected at once (dead-lettered by the caller);
+- 401, 403, 404, 405, 407, 410, 415, 426 (the backend refuses every order) or a
+  storm of one per-order status (`refusals.RefusalBreaker`): the gate opens at
+  once and the order waits like in an outage; never dead-lettered for that;
+- another 4xx (400, 409, 422...): rejected at once (dead-lettered by the caller);
 - a 5xx that may be the order's fault (500, 501, 505...): after `max_attempts`
   such answers, and only if the backend took other orders meanwhile, rejected;
 - anything else (timeouts, connection errors, 408/425/429/502/503/504, or 5xx
@@ -21,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,7 +39,8 @@ from tenacity.wait import wait_base
 
 from order_consumer.adaptive import AdaptiveLimit, Outcome
 from order_consumer.backend_gate import BackendGate
-from order_consumer.errors import BackendUnavailable, OrderRejected
+from order_consumer.errors import BackendRefuses, BackendUnavailable, OrderRejected
+from order_consumer.refusals import RefusalBreaker
 
 MAX_BACKOFF_S = 10.0
 FIRST_WAIT_S = 0.1
@@ -61,24 +65,6 @@ class WaitRetryAfter(wait_base):
 
 def default_wait() -> wait_base:
     return WaitRetryAfter(wait_exponential_jitter(initial=0.1, max=MAX_BACKOFF_S, jitter=0.2))
-
-
-async def deliver_with_retries(
-    attempt: Callable[[], Awaitable[None]],
-    *,
-    max_attempts: int,
-    wait: wait_base | None = None,
-) -> None:
-    """Call `attempt` until it succeeds; re-raise the last error after `max_attempts`."""
-    retrying = AsyncRetrying(
-        retry=retry_if_exception_type(BackendUnavailable),
-        stop=stop_after_attempt(max_attempts),
-        wait=wait if wait is not None else default_wait(),
-        reraise=True,
-    )
-    async for try_ in retrying:
-        with try_:
-            await attempt()
 
 
 class Backend(Protocol):
@@ -111,6 +97,28 @@ class Delivered:
 class Rejected:
     reason: str
     attempts: int
+    status: int | None = None
+    """The backend's status when it refused the order, None for another cause."""
+
+
+@dataclass(slots=True)
+class OrderFaults:
+    """The 5xx answers to one order that may be its own fault (500, 501, 505...)."""
+
+    count: int = 0
+    first_mark: int | None = None
+    """The gate's success count at the first of them."""
+
+    def note(self, exc: BackendUnavailable, successes: int) -> None:
+        if exc.against_order:
+            self.count += 1
+            if self.first_mark is None:
+                self.first_mark = successes
+
+    def order_at_fault(self, max_attempts: int, successes: int) -> bool:
+        """This often, while other orders got through: the order, not the backend."""
+        others_got_through = self.first_mark is not None and successes > self.first_mark
+        return self.count >= max_attempts and others_got_through
 
 
 class Deliverer:
@@ -121,6 +129,7 @@ class Deliverer:
         gate: BackendGate,
         adaptive: AdaptiveLimit,
         *,
+        breaker: RefusalBreaker | None = None,
         max_attempts: Callable[[], int],
         stopping: asyncio.Event,
         wait: wait_base | None = None,
@@ -132,6 +141,7 @@ class Deliverer:
         self._limiter = limiter
         self._gate = gate
         self._adaptive = adaptive
+        self.breaker = breaker if breaker is not None else RefusalBreaker()
         self._max_attempts = max_attempts
         self._stopping = stopping
         self._wait = wait
@@ -140,69 +150,78 @@ class Deliverer:
     async def deliver(
         self, order_id: str, body: bytes, state: DeliveryState
     ) -> Delivered | Rejected:
-        """Deliver or reject; raises Abandoned when the consumer stops first."""
-        order_errors = 0
-        first_error_mark: int | None = None
+        """Deliver or reject; raises Abandoned when the consumer stops first.
 
-        async def attempt() -> None:
-            nonlocal order_errors, first_error_mark
-            try:
-                await self._attempt(order_id, body, state)
-            except BackendUnavailable as exc:
-                if exc.against_order:
-                    order_errors += 1
-                    if first_error_mark is None:
-                        first_error_mark = self._gate.successes
-                raise
-
+        Rounds of `max_attempts` tries until the order is delivered or refused. A
+        round that got nothing through while no other order did either trips the
+        gate, so the next round waits at the gate until the backend is back.
+        """
+        faults = OrderFaults()
+        round_mark = self._gate.successes
         # Most orders get through at the first try: tenacity (about 15 % of the
         # consumer's CPU at 2,500 orders/s) only comes in once one failed.
-        round_mark = self._gate.successes
         try:
-            await attempt()
+            await self._attempt(order_id, body, state, faults)
             return Delivered(state.attempts)
         except OrderRejected as exc:
-            return Rejected(str(exc), state.attempts)
+            return Rejected(str(exc), state.attempts, exc.status)
         except BackendUnavailable as exc:
-            last_error = exc
-        done_this_round = 1
-
+            failure = exc
+        tried = 1
         while True:
             max_attempts = max(1, self._max_attempts())
-            try:
-                if done_this_round >= max_attempts:
-                    raise last_error
-                await asyncio.sleep(self._first_backoff_s(last_error) if done_this_round else 0)
-                if self._stopping.is_set():
-                    raise Abandoned(order_id)
-                await deliver_with_retries(
-                    attempt, max_attempts=max_attempts - done_this_round, wait=self._wait
+            if tried < max_attempts:
+                try:
+                    # Right after a failure, a short backoff; later rounds wait at the gate.
+                    pause_s = self._first_backoff_s(failure) if tried else 0.0
+                    await self._round(order_id, body, state, faults, pause_s, max_attempts - tried)
+                    return Delivered(state.attempts)
+                except OrderRejected as exc:
+                    return Rejected(str(exc), state.attempts, exc.status)
+                except BackendUnavailable as exc:
+                    failure = exc
+            if faults.order_at_fault(max_attempts, self._gate.successes):
+                return Rejected(
+                    f"{failure.reason} (answered 5xx {faults.count} times while the backend "
+                    "took other orders)",
+                    state.attempts,
                 )
-                return Delivered(state.attempts)
-            except OrderRejected as exc:
-                return Rejected(str(exc), state.attempts)
-            except BackendUnavailable as exc:
-                last_error = exc
-                others_got_through = (
-                    first_error_mark is not None and self._gate.successes > first_error_mark
-                )
-                if order_errors >= max_attempts and others_got_through:
-                    return Rejected(
-                        f"{exc.reason} (answered 5xx {order_errors} times while the backend "
-                        "took other orders)",
-                        state.attempts,
-                    )
-                if self._gate.successes == round_mark:
-                    self._gate.trip(exc.reason, exc.retry_after_s)
-            round_mark = self._gate.successes
-            done_this_round = 0
+            if self._gate.successes == round_mark:
+                self._gate.trip(failure.reason, failure.retry_after_s)
+            round_mark, tried = self._gate.successes, 0
+
+    async def _round(
+        self,
+        order_id: str,
+        body: bytes,
+        state: DeliveryState,
+        faults: OrderFaults,
+        pause_s: float,
+        attempts: int,
+    ) -> None:
+        """After `pause_s`, `attempts` tries with backoff (Retry-After honoured); the last
+        error is raised."""
+        await asyncio.sleep(pause_s)
+        if self._stopping.is_set():
+            raise Abandoned(order_id)
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(BackendUnavailable),
+            stop=stop_after_attempt(attempts),
+            wait=self._wait if self._wait is not None else default_wait(),
+            reraise=True,
+        )
+        async for try_ in retrying:
+            with try_:
+                await self._attempt(order_id, body, state, faults)
 
     def _first_backoff_s(self, exc: BackendUnavailable) -> float:
-        """The wait after a first failure (tenacity's own backoff takes over after it)."""
+        """The wait before a round (tenacity's own backoff runs between its tries)."""
         backoff = self._first_wait_s * (1 + random.random())
         return min(RETRY_AFTER_CEILING_S, max(backoff, exc.retry_after_s or 0.0))
 
-    async def _attempt(self, order_id: str, body: bytes, state: DeliveryState) -> None:
+    async def _attempt(
+        self, order_id: str, body: bytes, state: DeliveryState, faults: OrderFaults
+    ) -> None:
         await self._gate.permit()
         await self._limiter.acquire()
         if self._stopping.is_set():
@@ -212,11 +231,21 @@ class Deliverer:
         started = self._clock()
         try:
             await self._backend.deliver(order_id, body)
-        except OrderRejected:
+        except BackendRefuses as exc:
+            # Not a sign of load: the rate stays where it was for when the backend heals.
             self._adaptive.record(Outcome.REJECTED, self._clock() - started)
+            self._gate.refused(exc.refusal_status, exc.message)
+            raise
+        except OrderRejected as exc:
+            self._adaptive.record(Outcome.REJECTED, self._clock() - started)
+            if self.breaker.storm(exc.status, order_id):
+                refusal = BackendRefuses(exc.status, f"a storm of {exc.status}: {exc.reason}")
+                self._gate.refused(refusal.refusal_status, refusal.message)
+                raise refusal from exc
             self._gate.succeeded()
             raise
         except BackendUnavailable as exc:
+            faults.note(exc, self._gate.successes)
             outcome = Outcome.OVERLOADED if exc.overloaded else Outcome.ERROR
             self._adaptive.record(outcome, self._clock() - started, exc.retry_after_s)
             self._gate.failed(exc.retry_after_s)
@@ -225,3 +254,4 @@ class Deliverer:
             state.sending = False
         self._adaptive.record(Outcome.OK, self._clock() - started)
         self._gate.succeeded()
+        self.breaker.succeeded()

@@ -37,8 +37,22 @@ class BackendUnavailable(DeliveryError):
         return self.status is not None and self.status >= 500 and self.status not in UNAVAILABLE_5XX
 
 
+class BackendRefuses(BackendUnavailable):
+    """The backend refuses every order, not this one: credentials, route or protocol
+    (401, 403, 404, 405, 407, 410, 415, 426), or a storm of one status (`refusals.py`).
+
+    Handled like an outage (the gate pauses the drain and probes) and never
+    dead-lettered; `message` is the start of the backend's answer, for ops.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"backend refuses every order: {status} {message}", None, status)
+        self.refusal_status = status
+        self.message = message
+
+
 class OrderRejected(DeliveryError):
-    """Permanent: the backend refused this order (another 4xx). Dead-letter it."""
+    """Permanent: the backend refused this order (400, 409, 422, another 4xx). Dead-letter it."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"backend answered {status}: {reason}")

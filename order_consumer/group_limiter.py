@@ -108,6 +108,9 @@ class GroupLimiter:
             try:
                 granted, wait_s = await self._take(want, min(waiting, self._burst))
             except RedisFailure as exc:
+                # A loop, not tenacity: the retry is one branch of the fetcher, which
+                # also waits for waiters and for tokens; each pass must look at the
+                # waiters and the rate again before it asks Redis anew.
                 log.warning("drain limiter: Redis unavailable, holding deliveries: %s", exc)
                 await asyncio.sleep(REDIS_RETRY_S)
                 continue

@@ -23,7 +23,7 @@ from flashgate.logs import configure_logging
 from flashgate.redis_client import create_redis
 from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import Settings, load_settings
-from order_consumer.backend_client import BackendClient
+from order_consumer.backend_client import BackendClient, connection_for, shown_url
 from order_consumer.config_watch import ConfigWatch, settings_path
 from order_consumer.fence import RecordFence
 from order_consumer.group_limiter import SCRIPT, GroupLimiter
@@ -67,7 +67,7 @@ async def run_consumer(settings: Settings) -> None:
         if health_server is not None:
             await health_server.start()
         async with BackendClient(
-            drain.backend_url, drain.concurrency, drain.backend_timeout_s
+            connection_for(drain), drain.concurrency, drain.backend_timeout_s
         ) as backend:
             worker = DrainWorker(
                 settings,
@@ -97,7 +97,8 @@ async def run_consumer(settings: Settings) -> None:
                 loop.add_signal_handler(sig, worker.stop)
             log.info(
                 "draining %s to %s as %s in group %s",
-                settings.kafka.orders_topic, drain.backend_url, consumer_id, drain.group_id,
+                settings.kafka.orders_topic, shown_url(drain.backend_endpoint), consumer_id,
+                drain.group_id,
             )  # fmt: skip
             try:
                 await worker.run()

@@ -63,6 +63,9 @@ class Snapshot:
     delivered_total: int
     dead_lettered_total: int
     fenced_total: int = 0
+    # Set while the backend refuses every order (the gate's refusal).
+    refusal_status: int | None = None
+    refusal: str = ""
 
 
 class ProgressReporter:
@@ -109,6 +112,8 @@ class ProgressReporter:
             delivered_total=snapshot.delivered_total,
             dead_lettered_total=snapshot.dead_lettered_total,
             fenced_total=snapshot.fenced_total,
+            refusal_status=snapshot.refusal_status,
+            refusal=snapshot.refusal,
         )
         await progress.publish(self._redis, self._group_id, report, partitions)
 

@@ -113,6 +113,9 @@ class StatusWriter:
                 await pipe.execute()
 
     def _retry_later(self, batch: list[_Update], exc: Exception) -> None:
+        # Not tenacity: the budget (MAX_TRIES) is per order, while the tries are per
+        # batch of a shared queue that keeps growing; a failed batch goes back to the
+        # queue's head and the writer's own loop paces the next flush.
         for update in reversed(batch):
             update.tries += 1
             if update.tries >= MAX_TRIES:

@@ -1,8 +1,9 @@
 """The drain loop, top to bottom: poll, deliver each order at the group's rate, store offsets.
 
     run()
-      control loop   (every config_poll_ms) settings file + override -> rate policy
-                     -> the group limiter's rate; adaptive limit updated
+      control loop   (every config_poll_ms) settings file + override -> the group
+                     limiter's rate (`rate_control.RateControl`); once the backend
+                     takes orders after a refusal storm, its letters replayed
       progress loop  (every progress_interval_ms) offsets, rate, reason -> Redis
       limiter        takes tokens from Redis for waiting deliveries
       status writer  delivered / failed -> order status in Redis
@@ -11,7 +12,8 @@
 
 A job first settles its order in Redis (`fence.RecordFence`: a record whose
 order was settled "not stored" is dead-lettered, never delivered), then
-delivers it (`delivery.Deliverer`) or dead-letters it, then marks its offset
+delivers it (`delivery.Deliverer`) or dead-letters it
+(`dead_letters.DeadLetterSender`), then marks its offset
 done. The offset stored for commit is the lowest one not done in its
 partition (`offsets.py`): at-least-once, whatever order jobs finish in.
 
@@ -40,22 +42,22 @@ from confluent_kafka import Message
 
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SaleKeys
-from flashgate.dlq import dead_letter_headers
-from flashgate.errors import KafkaUnavailable
+from flashgate.dlq import Headers
 from flashgate.kafka.producer import AsyncProducer
 from flashgate.order import OrderRecord, decode_record
 from flashgate.redis_client import RedisClient, RedisFailure
 from flashgate.settings import Settings
-from order_consumer.adaptive import AdaptiveConfig, AdaptiveLimit
 from order_consumer.backend_gate import BackendGate, GateState
 from order_consumer.config_watch import ConfigWatch
+from order_consumer.dead_letters import DeadLetterSender
 from order_consumer.delivery import Abandoned, Backend, Delivered, Deliverer, DeliveryState
 from order_consumer.fence import FENCED_REASON, RecordFence
 from order_consumer.group_limiter import GroupLimiter
 from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
 from order_consumer.offsets import OffsetTracker, PartitionOffsets
 from order_consumer.progress_reporter import DeliveryMeter, ProgressReporter, Snapshot
-from order_consumer.rate_policy import REASON_ADAPTIVE, RateDecision, decide
+from order_consumer.rate_control import RateControl
+from order_consumer.refusals import RefusalBreaker, StormLetter
 from order_consumer.status_writer import StatusWriter
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,6 @@ POLL_TIMEOUT_S = 0.1
 ROOM_WAIT_S = 0.5
 BACKPRESSURE_PAUSE_S = 5.0
 PENDING_FACTOR = 4
-DLQ_RETRY_S = 1.0
 FENCE_RETRY_S = 1.0
 JOB_RESTART_S = 1.0
 BACKEND_STATES = {GateState.CLOSED: "up", GateState.OPEN: "down", GateState.HALF_OPEN: "probing"}
@@ -76,6 +77,8 @@ class DrainCounters:
     dead_lettered: int = 0
     # Records of orders settled "not stored" (written after the reaper's look).
     fenced: int = 0
+    # Dead letters of a refusal storm produced to the orders topic again.
+    storm_replayed: int = 0
 
 
 @dataclass(eq=False)
@@ -116,25 +119,32 @@ class DrainWorker:
     def __init__(
         self, settings: Settings, parts: Parts, *, wall_clock: Callable[[], float] = time.time
     ) -> None:
-        self._settings = settings
         self._drain = settings.drain
         self._watch = parts.watch
         self._limiter = parts.limiter
-        self._dlq = parts.dlq
         self._statuses = parts.statuses
         self._fence = parts.fence
         self._redis = parts.redis
         self._wall_clock = wall_clock
-        self._consumer_id = parts.consumer_id
         self._stopping = asyncio.Event()
         self._crashed: BaseException | None = None
         self._gate = BackendGate(probe_timeout_s=self._drain.backend_timeout_s + 1)
-        self._adaptive = AdaptiveLimit(self._adaptive_config())
+        self._rate = RateControl(parts.watch, parts.limiter, wall_clock)
+        self._dead_letters = DeadLetterSender(
+            parts.dlq,
+            dlq_topic=settings.kafka.dlq_topic,
+            orders_topic=settings.kafka.orders_topic,
+            consumer_id=parts.consumer_id,
+            stopping=self._stopping,
+        )
         self._deliverer = Deliverer(
             parts.backend,
             self._limiter,
             self._gate,
-            self._adaptive,
+            self._rate.adaptive,
+            breaker=RefusalBreaker(
+                self._drain.refusal_storm_orders, self._drain.refusal_storm_window_s
+            ),
             max_attempts=lambda: self._watch.drain.max_attempts,
             stopping=self._stopping,
         )
@@ -147,7 +157,6 @@ class DrainWorker:
         self._job_done = asyncio.Event()
         self._meter = DeliveryMeter()
         self.counters = DrainCounters()
-        self.decision = self._decide()
         self._source = parts.source_factory(self)
         self._reporter = ProgressReporter(
             parts.redis, self._drain.group_id, parts.consumer_id, parts.end_offsets, self._tracker
@@ -161,8 +170,8 @@ class DrainWorker:
 
     async def run(self) -> None:
         await self._watch.poll()
-        self._apply(self._decide())
-        first = self.decision
+        self._rate.refresh()
+        first = self._rate.decision
         schedule = f": {first.schedule}" if first.schedule else ""
         log.info("drain rate %g/s (%s%s), burst %d",
                  first.effective_rate, first.reason, schedule, self._watch.drain.burst)  # fmt: skip
@@ -210,8 +219,14 @@ class DrainWorker:
         while True:
             await asyncio.sleep(interval)
             await self._watch.poll()
-            self._adaptive.config = self._adaptive_config()
-            self._apply(self._decide())
+            self._rate.refresh()
+            if self._gate.closed:
+                letters = self._deliverer.breaker.take_replay()
+                if letters:
+                    await self._dead_letters.replay(letters)
+                    self.counters.storm_replayed += len(letters)
+                    log.warning("replayed %d orders dead-lettered in the refusal storm",
+                                len(letters))  # fmt: skip
 
     async def _progress_loop(self) -> None:
         interval = self._drain.progress_interval_ms / 1000
@@ -221,50 +236,6 @@ class DrainWorker:
             except RedisFailure as exc:
                 log.warning("progress not published: %s", exc)
             await asyncio.sleep(interval)
-
-    # -- rate -------------------------------------------------------------------------------
-
-    def _adaptive_config(self) -> AdaptiveConfig:
-        drain = self._watch.drain
-        return AdaptiveConfig(
-            floor_per_s=drain.adaptive_floor_per_s,
-            error_share=drain.adaptive_error_share,
-            latency_slack_s=drain.adaptive_latency_slack_ms / 1000,
-        )
-
-    def _decide(self) -> RateDecision:
-        ceiling = self._watch.schedule.ceiling(self._wall_clock())
-        override = self._watch.override
-        ops_ceiling = ceiling.rate_per_s
-        if override.rate is not None:
-            ops_ceiling = min(ops_ceiling, override.rate)
-        adaptive = None
-        if self._watch.drain.adaptive:
-            before = self._adaptive.limit
-            adaptive = self._adaptive.update(ops_ceiling)
-            if adaptive is not None and (before is None or adaptive < before):
-                log.warning("adaptive: drain limited to %.1f/s: %s", adaptive,
-                            self._adaptive.last_signal)  # fmt: skip
-            elif adaptive is None and before is not None:
-                log.info("adaptive: backend keeps up again, limit lifted")
-        else:
-            self._adaptive.limit = None
-        return decide(ceiling, override, adaptive)
-
-    def _apply(self, decision: RateDecision) -> None:
-        old = self.decision
-        self.decision = decision
-        self._limiter.set_rate(decision.effective_rate, self._watch.drain.burst)
-        adaptive_step = decision.reason == old.reason == REASON_ADAPTIVE
-        if not adaptive_step and (
-            (decision.effective_rate, decision.reason, decision.schedule)
-            != (old.effective_rate, old.reason, old.schedule)
-        ):
-            log.info(
-                "drain rate %g/s -> %g/s (%s%s)",
-                old.effective_rate, decision.effective_rate, decision.reason,
-                f": {decision.schedule}" if decision.schedule else "",
-            )  # fmt: skip
 
     # -- flow control ---------------------------------------------------------------------
 
@@ -293,9 +264,9 @@ class DrainWorker:
         elif self._full_since is None:
             self._full_since = now
         if not self._gate.closed:
-            hold = "backend down"
-        elif self.decision.effective_rate <= 0:
-            hold = f"rate 0, {self.decision.reason}"
+            hold = "backend refuses every order" if self._gate.refusal else "backend down"
+        elif self._rate.decision.effective_rate <= 0:
+            hold = f"rate 0, {self._rate.decision.reason}"
         elif (self._full_since is not None and now - self._full_since > BACKPRESSURE_PAUSE_S) or (
             self._paused and room < self._drain.max_in_flight // 2
         ):
@@ -378,7 +349,9 @@ class DrainWorker:
             self._meter.add()
             self._statuses.delivered(record.order_id, record.accepted_at, self._wall_clock())
         else:
-            await self._dead_letter(job, record, result.reason)
+            headers = await self._dead_letter(job, record, result.reason)
+            letter = StormLetter(job.message.key(), value, headers)
+            self._deliverer.breaker.dead_lettered(result.status, letter)
             self._statuses.failed(record.order_id, record.accepted_at, result.reason)
         job.offsets.done(job.offset)
 
@@ -402,40 +375,15 @@ class DrainWorker:
             await self._redis.hincrby(SaleKeys.of(record.sale_id).counters, "fenced_orders", 1)
         job.offsets.done(job.offset)
 
-    async def _dead_letter(self, job: Job, record: OrderRecord | None, reason: str) -> None:
-        """Produce to the DLQ and wait for Kafka's ack; retry until it is there or we stop."""
-        message = job.message
-        headers = dead_letter_headers(
-            reason=reason,
-            topic=message.topic() or "",
-            partition=job.partition,
-            offset=job.offset,
-            attempts=job.state.attempts,
-            consumer=self._consumer_id,
-            source_headers=message.headers(),
+    async def _dead_letter(self, job: Job, record: OrderRecord | None, reason: str) -> Headers:
+        headers = await self._dead_letters.send(
+            job.message, reason, job.state, lambda: job.offsets.revoked
         )
-        job.state.sending = True  # a produce on the wire is let finish, like a POST
-        try:
-            while True:
-                try:
-                    await self._dlq.produce(
-                        self._settings.kafka.dlq_topic, message.value() or b"", message.key(),
-                        headers,
-                    )  # fmt: skip
-                    break
-                except KafkaUnavailable as exc:
-                    if self._stopping.is_set() or job.offsets.revoked:
-                        raise Abandoned(str(exc)) from exc
-                    log.warning("dead letter not acknowledged, retrying: %s", exc)
-                    job.state.sending = False
-                    await asyncio.sleep(DLQ_RETRY_S)
-                    job.state.sending = True
-        finally:
-            job.state.sending = False
         self.counters.dead_lettered += 1
         order_id = record.order_id if record is not None else "?"
-        log.error("dead-lettered order %s (%s[%d]@%d): %s", order_id, message.topic(),
+        log.error("dead-lettered order %s (%s[%d]@%d): %s", order_id, job.message.topic(),
                   job.partition, job.offset, reason)  # fmt: skip
+        return headers
 
     async def _settle(self, jobs: list[Job], timeout_s: float) -> None:
         """Let requests on the wire finish (at most `timeout_s`); cancel every other job."""
@@ -489,14 +437,17 @@ class DrainWorker:
     # -- reporting ------------------------------------------------------------------------------
 
     def _snapshot(self) -> Snapshot:
+        refusal = self._gate.refusal
         return Snapshot(
-            decision=self.decision,
+            decision=self._rate.decision,
             delivered_per_second=self._meter.rate(),
             backend=BACKEND_STATES[self._gate.state],
             in_flight=self._tracker.in_flight,
             delivered_total=self.counters.delivered,
             dead_lettered_total=self.counters.dead_lettered,
             fenced_total=self.counters.fenced,
+            refusal_status=refusal.status if refusal is not None else None,
+            refusal=refusal.message if refusal is not None else "",
         )
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from reference_backend.auth import TokenCheck
 from reference_backend.capacity import CapacityLimiter
 from reference_backend.config import BackendConfig
 from reference_backend.faults import FaultInjector, Faults
@@ -97,6 +98,12 @@ class Backend:
             clock=monotonic,
         )
         self.max_wait = config.max_wait
+        self.tokens = TokenCheck(
+            static_token=config.require_token,
+            client=config.oauth2_credentials,
+            token_ttl_s=config.token_ttl_s,
+            clock=monotonic,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class Backend:
         """Open the store and arm the configured outage at startup; close the store at exit."""
         self.store.open()
         self.faults.schedule_outage(self.config.outage_start, self.config.outage_seconds)
+        if self.config.refuse_status and self.config.refuse_seconds > 0:
+            self.faults.refuse(self.config.refuse_status, self.config.refuse_seconds)
         flusher: asyncio.Task[None] | None = None
         if self.config.commit_interval_ms > 0:
             flusher = asyncio.create_task(self._flush_every(self.config.commit_interval_ms / 1e3))
@@ -124,6 +133,12 @@ class Backend:
     # -- orders ----------------------------------------------------------------------------
 
     async def post_order(self, request: web.Request) -> web.Response:
+        unauthorized = self.tokens.refusal(request)
+        if unauthorized is not None:
+            return unauthorized
+        refused = self.faults.refusing()
+        if refused:
+            return _error(refused, f"refused: injected {refused}")
         outage = self.faults.outage_remaining()
         if outage > 0:
             return _unavailable("outage", outage)
@@ -153,6 +168,10 @@ class Backend:
         body_id = record.get("order_id")
         if body_id is not None and not _same_id(body_id, key):
             return _error(400, f"order_id in body differs from {IDEMPOTENCY_HEADER}")
+        attributes = record.get("attributes")
+        reject = self.config.reject_attribute
+        if reject and isinstance(attributes, dict) and reject in attributes:
+            return _error(422, f"order carries attribute {reject!r}: refused")
         if self.faults.should_fail():
             return _error(500, "injected failure")
         if self.store.put(key, text):
@@ -160,6 +179,9 @@ class Backend:
         return _json(200, {"order_id": key, "duplicate": True})
 
     async def get_order(self, request: web.Request) -> web.Response:
+        unauthorized = self.tokens.refusal(request)
+        if unauthorized is not None:
+            return unauthorized
         outage = self.faults.outage_remaining()
         if outage > 0:
             return _unavailable("outage", outage)
@@ -179,7 +201,12 @@ class Backend:
         per_second = {str(second): count for second, count in sorted(stats.per_second.items())}
         return _json(
             200,
-            {"orders": stats.orders, "duplicates": stats.duplicates, "per_second": per_second},
+            {
+                "orders": stats.orders,
+                "duplicates": stats.duplicates,
+                "per_second": per_second,
+                "tokens_issued": self.tokens.issued_total,
+            },
         )
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -205,8 +232,25 @@ class Backend:
     async def put_faults(self, request: web.Request) -> web.Response:
         try:
             payload = await _admin_body(
-                request, frozenset({"error_share", "latency_ms", "outage_seconds"})
+                request,
+                frozenset(
+                    {
+                        "error_share",
+                        "latency_ms",
+                        "outage_seconds",
+                        "refuse_status",
+                        "refuse_seconds",
+                    }
+                ),
             )
+            refuse_status = _number(payload, "refuse_status")
+            if refuse_status is not None:
+                if not refuse_status.is_integer():
+                    raise _BadRequest("refuse_status must be a whole number")
+                try:
+                    self.faults.refuse(int(refuse_status), _number(payload, "refuse_seconds") or 0)
+                except ValueError as exc:
+                    raise _BadRequest(str(exc)) from exc
             error_share = _number(payload, "error_share")
             if error_share is not None and error_share > 1:
                 raise _BadRequest("error_share must be in 0..1")
@@ -268,6 +312,7 @@ def create_app(
     app.add_routes(
         [
             web.post("/orders", backend.post_order),
+            web.post("/oauth/token", backend.tokens.token_endpoint),
             web.get("/orders/{order_id}", backend.get_order),
             web.get("/stats", backend.get_stats),
             web.get("/healthz", backend.healthz),

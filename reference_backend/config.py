@@ -54,6 +54,22 @@ class BackendConfig:
     commit_interval_ms: float = 0.0
     """0 commits every write at once; > 0 batches commits on that interval."""
     access_log: bool = False
+    refuse_status: int = 0
+    """Answer this status to every POST /orders for `refuse_seconds` after start (0 = never)."""
+    refuse_seconds: float = 0.0
+    reject_attribute: str = ""
+    """Answer 422 to an order whose `attributes` carry this key ("" = none)."""
+    require_token: str = ""
+    """Order requests must carry `Authorization: Bearer <this>` ("" = no check)."""
+    oauth2_client: str = ""
+    """`ID:SECRET` of the one OAuth2 client `POST /oauth/token` serves ("" = no endpoint)."""
+    token_ttl_s: float = 300.0
+    """Life of the tokens `/oauth/token` issues."""
+    tls_cert: Path | None = None
+    """Serve HTTPS with this certificate (PEM) and `tls_key`."""
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """With TLS: ask every client for a certificate signed by this CA (mutual TLS)."""
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "port must be in 0..65535")
@@ -67,6 +83,27 @@ class BackendConfig:
         _finite_non_negative("outage_start", self.outage_start)
         _finite_non_negative("outage_seconds", self.outage_seconds)
         _finite_non_negative("commit_interval_ms", self.commit_interval_ms)
+        _check(
+            self.refuse_status == 0 or 400 <= self.refuse_status <= 599,
+            "refuse_status must be 0 or an HTTP error status (400-599)",
+        )
+        _finite_non_negative("refuse_seconds", self.refuse_seconds)
+        _check(
+            not self.oauth2_client or ":" in self.oauth2_client,
+            "oauth2_client must be ID:SECRET",
+        )
+        _check(math.isfinite(self.token_ttl_s) and self.token_ttl_s > 0, "token_ttl_s must be > 0")
+        _check(
+            (self.tls_cert is None) == (self.tls_key is None), "tls_cert and tls_key go together"
+        )
+        _check(self.tls_client_ca is None or self.tls_cert is not None, "tls_client_ca needs TLS")
+
+    @property
+    def oauth2_credentials(self) -> tuple[str, str] | None:
+        if not self.oauth2_client:
+            return None
+        client_id, _, secret = self.oauth2_client.partition(":")
+        return client_id, secret
 
     @property
     def effective_burst(self) -> float:

@@ -1,4 +1,5 @@
-"""Failure injection: outage windows, a seeded share of 500 answers, and added latency."""
+"""Failure injection: outage windows, refusal windows (one status to every order), a seeded
+share of 500 answers, and added latency."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class Faults:
     latency_ms: float = 0.0
     outage_start: float = 0.0
     outage_end: float = 0.0
+    refuse_status: int = 0
+    refuse_end: float = 0.0
 
 
 def _validate(name: str, value: float, upper: float = math.inf) -> float:
@@ -66,6 +69,20 @@ class FaultInjector:
             return self.faults.outage_end - now
         return 0.0
 
+    def refuse(self, status: int, seconds: float) -> None:
+        """Answer `status` to every order for `seconds` from now (0 ends a refusal)."""
+        if status != 0 and not 400 <= status <= 599:
+            raise ValueError("refuse_status must be 0 or an HTTP error status (400-599)")
+        seconds = _validate("refuse_seconds", seconds)
+        self.faults.refuse_status = status
+        self.faults.refuse_end = self._clock() + seconds if status else 0.0
+
+    def refusing(self) -> int:
+        """The status every order gets now, 0 when orders are not refused."""
+        if self.faults.refuse_status and self._clock() < self.faults.refuse_end:
+            return self.faults.refuse_status
+        return 0
+
     def should_fail(self) -> bool:
         """Whether this request gets an injected 500."""
         share = self.faults.error_share
@@ -106,4 +123,8 @@ class FaultInjector:
             "error_share": self.faults.error_share,
             "latency_ms": self.faults.latency_ms,
             "outage_remaining": round(self.outage_remaining(), 3),
+            "refuse_status": self.refusing(),
+            "refuse_remaining": round(max(0.0, self.faults.refuse_end - self._clock()), 3)
+            if self.refusing()
+            else 0.0,
         }

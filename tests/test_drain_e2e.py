@@ -56,14 +56,16 @@ def write_config(env: ServiceEnv, **drain: Any) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def produce_orders(settings: Settings, count: int) -> list[str]:
+def produce_orders(settings: Settings, count: int, mark: str = "", every: int = 0) -> list[str]:
+    """Produce `count` orders; with `mark`, every `every`-th one carries that attribute."""
     producer = Producer(producer_config(settings.kafka, "drain-test"))
     order_ids = []
     for i in range(count):
         order_id = new_order_id()
+        attributes = {mark: "1"} if mark and i % every == 0 else {}
         record = OrderRecord(
             order_id=order_id, accepted_at=time.time(), sale_id="sale-1", sku=f"SKU-{i % 3}",
-            quantity=1, user_id=f"user-{i}",
+            quantity=1, user_id=f"user-{i}", attributes=attributes,
         )  # fmt: skip
         producer.produce(settings.kafka.orders_topic, encode_record(record), key=order_id.encode())
         producer.poll(0)
@@ -362,10 +364,10 @@ def test_poison_orders_go_to_the_dlq_and_replay_puts_them_back(
 ) -> None:
     settings = drain_env.settings
     write_config(drain_env, rate_per_s=200, burst=20)
-    services.start_backend()
-    # A backend route that answers 404: every order is refused for good (a 4xx).
-    broken = services.start_consumer(FLASHGATE_DRAIN_BACKEND_URL=f"{drain_env.backend_url}/nope")
-    order_ids = produce_orders(settings, 3)
+    # A backend that answers 422 to these orders: each is refused for good.
+    backend = services.start_backend("--reject-attribute", "poison")
+    broken = services.start_consumer()
+    order_ids = produce_orders(settings, 3, mark="poison", every=1)
     produce_raw(settings, b"{not json", key=b"garbage")
 
     assert wait_until(lambda: len(list_dead_letters(settings)) >= 4, 30, interval_s=0.5)
@@ -374,11 +376,11 @@ def test_poison_orders_go_to_the_dlq_and_replay_puts_them_back(
     by_order = {letter.order_id: letter for letter in letters}
     for order_id in order_ids:
         letter = by_order[order_id]
-        assert letter.reason.startswith("backend answered 404")
+        assert letter.reason.startswith("backend answered 422")
         assert letter.attempts == 1
         assert letter.source.startswith(f"{settings.kafka.orders_topic}[")
         status = order_status(drain_env, order_id)
-        assert status["status"] == "failed" and "404" in status["reason"]
+        assert status["status"] == "failed" and "422" in status["reason"]
     assert by_order["garbage"].reason.startswith("undecodable record")
     broken.stop(timeout_s=20)
 
@@ -386,6 +388,8 @@ def test_poison_orders_go_to_the_dlq_and_replay_puts_them_back(
     assert "4 dead letters, 4 not replayed" in listing
     assert all(order_id in listing for order_id in order_ids)
 
+    backend.stop(timeout_s=10)
+    services.start_backend()  # the backend fixed: it takes them now
     services.start_consumer()
     replayed = flashgate_cli(drain_env, "dlq", "replay")
     assert "replayed 4 dead letters" in replayed

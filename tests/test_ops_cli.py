@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -9,9 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from flashgate.ops.plan import human_bytes, human_duration, make_plan
-from flashgate.ops.status_view import StatusTracker
+from flashgate.ops.status_view import StatusTracker, render
 from flashgate.stack.ports import free_port
 
 
@@ -45,6 +47,21 @@ def test_accepted_rate_is_backlog_growth_plus_delivered() -> None:
     tracker.update({"backlog": 1_800, "delivered_per_second": 100}, now=2.0)
     assert tracker.accepted_per_second == 0
     assert tracker.peak_backlog == 1_900
+
+
+def test_status_shows_a_backend_refusing_every_order_and_nothing_when_it_does_not() -> None:
+    def text(drain: dict[str, object]) -> str:
+        console = Console(width=140, record=True, file=io.StringIO())
+        console.print(render(drain, StatusTracker()))
+        return console.export_text()
+
+    drain: dict[str, object] = {"effective_rate": 500, "reason": "schedule", "backlog": 9}
+    assert "BACKEND REFUSES" not in text(drain)
+    drain["backend_refusal"] = {"status": 401, "message": "token expired", "consumers": 2}
+    shown = text(drain)
+    assert "BACKEND REFUSES" in shown and "401 token expired" in shown
+    drain["backend_refusal"] = {"status": 0, "message": "TLS: certificate verify failed"}
+    assert "  TLS: certificate verify failed: drain held" in text(drain)
 
 
 def _flashgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

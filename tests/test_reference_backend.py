@@ -20,6 +20,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from order_consumer.backend_auth import client_authorization
 from reference_backend.app import create_app
 from reference_backend.capacity import CapacityLimiter, TokenBucket
 from reference_backend.config import BackendConfig
@@ -179,7 +180,9 @@ def test_stats_per_second_groups_by_storage_second(tmp_path: Path) -> None:
         assert (await post(client, "a"))[0] == 200  # a duplicate takes no timestamp slot
         status, stats, _ = await get(client, "/stats")
         assert status == 200
-        assert stats == {"orders": 3, "duplicates": 1, "per_second": {"1000": 2, "1001": 1}}
+        assert stats == {
+            "orders": 3, "duplicates": 1, "per_second": {"1000": 2, "1001": 1}, "tokens_issued": 0
+        }  # fmt: skip
         _, record, _ = await get(client, "/orders/c")
         assert record["stored_at"] == pytest.approx(1_001.5)
 
@@ -643,3 +646,107 @@ def test_process_serves_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     with OrderStore(db) as store:
         assert store.stats().orders == 1
         assert store.stats().duplicates == 1
+
+
+# -- what real backends ask: tokens, refusals, marked orders -------------------------------
+
+
+async def post_with(client: Client, order_id: str, authorization: str | None) -> int:
+    headers = {"Content-Type": "application/json", "Idempotency-Key": order_id}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    body = json.dumps({"order_id": order_id}).encode()
+    async with client.post("/orders", data=body, headers=headers) as resp:
+        if resp.status == 401:
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        return resp.status
+
+
+def test_required_bearer_token_guards_orders_but_not_stats(tmp_path: Path) -> None:
+    async def scenario(client: Client) -> None:
+        assert await post_with(client, "o-1", None) == 401
+        assert await post_with(client, "o-1", "Bearer wrong") == 401
+        assert await post_with(client, "o-1", "Bearer s3cret") == 201
+        assert (await get(client, "/stats"))[1]["orders"] == 1
+
+    serve(db_config(tmp_path, require_token="s3cret"), scenario)
+
+
+def test_oauth2_tokens_are_issued_to_the_client_and_expire(tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    async def token(client: Client, auth: tuple[str, str]) -> tuple[int, dict[str, Any]]:
+        async with client.post(
+            "/oauth/token",
+            data={"grant_type": "client_credentials", "scope": "orders"},
+            headers={"Authorization": client_authorization(*auth)},
+        ) as resp:
+            return resp.status, await resp.json()
+
+    async def scenario(client: Client) -> None:
+        status, answer = await token(client, ("drain", "wrong"))
+        assert status == 401 and answer["error"] == "invalid_client"
+        status, answer = await token(client, ("drain", "pa:ss"))
+        assert status == 200 and answer["expires_in"] == 5 and answer["token_type"] == "Bearer"
+        bearer = f"Bearer {answer['access_token']}"
+        assert await post_with(client, "o-1", bearer) == 201
+        clock.now += 5
+        assert await post_with(client, "o-2", bearer) == 401
+        _, fresh = await token(client, ("drain", "pa:ss"))
+        assert fresh["access_token"] != answer["access_token"]
+        assert await post_with(client, "o-2", f"Bearer {fresh['access_token']}") == 201
+
+    serve(
+        db_config(tmp_path, oauth2_client="drain:pa:ss", token_ttl_s=5),
+        scenario,
+        monotonic=clock,
+    )
+
+
+def test_refusal_window_answers_one_status_to_every_order_then_ends(tmp_path: Path) -> None:
+    clock = FakeClock()
+
+    async def scenario(client: Client) -> None:
+        status, body, _ = await post(client, "o-1")
+        assert status == 401 and "refused" in body["error"]
+        clock.now += 10
+        assert (await post(client, "o-1"))[0] == 201
+        status, faults, _ = await put(
+            client, "/admin/faults", {"refuse_status": 404, "refuse_seconds": 3}
+        )
+        assert status == 200 and faults["refuse_status"] == 404
+        assert (await post(client, "o-2"))[0] == 404
+        assert (await put(client, "/admin/faults", {"refuse_status": 200}))[0] == 400
+        clock.now += 3
+        assert (await post(client, "o-2"))[0] == 201
+        assert (await get(client, "/stats"))[1]["orders"] == 2
+
+    serve(db_config(tmp_path, refuse_status=401, refuse_seconds=10), scenario, monotonic=clock)
+
+
+def test_orders_marked_with_the_reject_attribute_get_422(tmp_path: Path) -> None:
+    async def scenario(client: Client) -> None:
+        marked = {"order_id": "o-1", "attributes": {"reject": "yes"}}
+        status, body, _ = await post(client, "o-1", marked)
+        assert status == 422 and "reject" in body["error"]
+        plain = {"order_id": "o-2", "attributes": {"channel": "app"}}
+        assert (await post(client, "o-2", plain))[0] == 201
+        assert (await get(client, "/stats"))[1]["orders"] == 1
+
+    serve(db_config(tmp_path, reject_attribute="reject"), scenario)
+
+
+def test_new_flags_are_validated(tmp_path: Path) -> None:
+    for bad in (
+        {"refuse_status": 200},
+        {"oauth2_client": "no-secret"},
+        {"token_ttl_s": 0},
+        {"tls_cert": tmp_path / "c.pem"},
+    ):
+        with pytest.raises(ValueError):
+            db_config(tmp_path, **bad)
+    config = parse_config(
+        ["--require-token", "t0ken", "--refuse-status", "403", "--refuse-seconds", "20"]
+    )
+    assert config.require_token == "t0ken" and config.refuse_status == 403
+    assert "t0ken" not in describe(config) and "auth=bearer" in describe(config)

@@ -40,6 +40,8 @@ COMMENTED_ONLY = {
     ("kafka", "sasl_password"),
     ("kafka", "client"),
     ("gateway", "shopper_token_secrets"),
+    ("drain", "backend_token"),
+    ("drain", "backend_oauth2_client_secret"),
 }
 
 

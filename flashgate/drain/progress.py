@@ -38,6 +38,18 @@ class ConsumerReport(msgspec.Struct, frozen=True):
     dead_lettered_total: int = 0
     # Records fenced: written after their order was settled "not stored" (never delivered).
     fenced_total: int = 0
+    # Set while the backend refuses every order (401, 403, 404..., a storm; 0 = TLS):
+    # the drain holds, and this says why.
+    refusal_status: int | None = None
+    refusal: str = ""
+
+
+class BackendRefusal(msgspec.Struct, frozen=True):
+    """The backend refuses every order: its status (0 for a TLS refusal) and its answer."""
+
+    status: int
+    message: str
+    consumers: int
 
 
 class DrainProgress(msgspec.Struct, frozen=True):
@@ -53,6 +65,8 @@ class DrainProgress(msgspec.Struct, frozen=True):
     committed: dict[int, int]
     end_offsets: dict[int, int]
     consumers: int
+    # Set while any fresh consumer reports that the backend refuses every order.
+    backend_refusal: BackendRefusal | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -122,4 +136,15 @@ async def read(redis: RedisClient, group_id: str, now: float | None = None) -> D
         committed=committed,
         end_offsets=end_offsets,
         consumers=len(reports),
+        backend_refusal=_refusal(reports),
     )
+
+
+def _refusal(reports: list[ConsumerReport]) -> BackendRefusal | None:
+    refusals = [
+        (r.updated_at, r.refusal_status, r.refusal) for r in reports if r.refusal_status is not None
+    ]
+    if not refusals:
+        return None
+    _, status, message = max(refusals)
+    return BackendRefusal(status, message, len(refusals))

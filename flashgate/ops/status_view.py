@@ -58,6 +58,15 @@ def render(drain: dict[str, Any], tracker: StatusTracker) -> RenderableType:
     paused = bool(drain.get("paused"))
     rate_text = "paused" if paused else f"{_num(effective)}/s"
     table.add_row("effective rate", f"{rate_text}  (set by {reason})")
+    refusal = drain.get("backend_refusal")
+    if refusal:
+        # Status 0 is a TLS refusal, whose message already says so.
+        status = f"{refusal['status']} " if refusal.get("status") else ""
+        table.add_row(
+            Text("BACKEND REFUSES", style="bold red"),
+            Text(f"{status}{refusal.get('message', '')}: drain held, nothing dead-lettered",
+                 style="red"),
+        )  # fmt: skip
     table.add_row("configured rate", f"{_num(drain.get('configured_rate'))}/s")
     override = drain.get("override_rate")
     table.add_row("ops override", "none" if override is None else f"{_num(override)}/s")

@@ -9,6 +9,10 @@ the broker's client listener: TLS material and passwords are made once in
 `<state>/kafka-tls/`, the broker keeps its data apart (`<state>/kafka-<mode>/`,
 as its SCRAM users are made when the storage is formatted), and every process
 the stack starts gets the FLASHGATE_KAFKA_* settings to connect.
+
+`stack.backend_mode` (FLASHGATE_STACK_BACKEND_MODE) starts the reference backend as
+a real order service would be (bearer, oauth2, tls, refuse-40x, reject; see
+local_backend.py), and gives the consumer the matching FLASHGATE_DRAIN_* settings.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from flashgate.settings import Settings
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
 from flashgate.stack.kafka_jars import ensure_kafka_jars
 from flashgate.stack.kafka_security import BrokerSecurity
+from flashgate.stack.local_backend import backend_mode
 from flashgate.stack.local_redis import start_local_redis
 from flashgate.stack.ports import ensure_free, wait_for_port
 from flashgate.stack.process import ManagedProcess
@@ -142,6 +147,8 @@ class LocalStack:
             self.say(f"           {security.describe()}")
 
         python = sys.executable
+        mode = backend_mode(s.stack.backend_mode, self.state, s.backend.host, s.backend.port)
+        self.env |= mode.drain_env
         backend = ManagedProcess(
             "backend",
             [
@@ -158,13 +165,17 @@ class LocalStack:
                 str(s.backend.rate_per_s),
                 "--concurrency",
                 str(s.backend.concurrency),
+                *mode.args,
             ],
             log_path=self._log("backend"),
             pid_path=self._pid("backend"),
             env=self.env,
         )
         self._launch(backend, s.backend.host, s.backend.port)
-        self.say(f"backend    http://{s.backend.host}:{s.backend.port}/stats")
+        self.say(
+            f"backend    {mode.scheme}://{s.backend.host}:{s.backend.port}/stats"
+            f"  (mode {s.stack.backend_mode})"
+        )
 
         consumer = ManagedProcess(
             "consumer",

@@ -53,24 +53,28 @@ class RedisTlsFiles:
         }
 
 
-def ensure_tls_files(directory: Path) -> RedisTlsFiles:
-    """Create the CA and certificates in `directory` unless they are there already."""
+def ensure_tls_files(directory: Path, name: str = "redis") -> RedisTlsFiles:
+    """Create the CA and certificates in `directory` unless they are there already.
+
+    `name` prefixes the files and the CA's name: the reference backend's TLS mode
+    makes its own set the same way (`name="backend"`).
+    """
     files = RedisTlsFiles(
-        ca=directory / "redis-ca.crt",
-        server_cert=directory / "redis-server.crt",
-        server_key=directory / "redis-server.key",
-        client_cert=directory / "redis-client.crt",
-        client_key=directory / "redis-client.key",
+        ca=directory / f"{name}-ca.crt",
+        server_cert=directory / f"{name}-server.crt",
+        server_key=directory / f"{name}-server.key",
+        client_cert=directory / f"{name}-client.crt",
+        client_key=directory / f"{name}-client.key",
     )
     if all(path.exists() for path in files.__dict__.values()):
         return files
     directory.mkdir(parents=True, exist_ok=True)
-    ca_key = directory / "redis-ca.key"
+    ca_key = directory / f"{name}-ca.key"
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", str(DAYS),
-             "-subj", "/CN=flashgate local Redis CA", "-keyout", str(ca_key),
+             "-subj", f"/CN=flashgate local {name} CA", "-keyout", str(ca_key),
              "-out", str(files.ca))  # fmt: skip
-    _signed(directory, "redis-server", ca_key, files.ca, "subjectAltName=IP:127.0.0.1")
-    _signed(directory, "redis-client", ca_key, files.ca, "extendedKeyUsage=clientAuth")
+    _signed(directory, f"{name}-server", ca_key, files.ca, "subjectAltName=IP:127.0.0.1")
+    _signed(directory, f"{name}-client", ca_key, files.ca, "extendedKeyUsage=clientAuth")
     for key in (ca_key, files.server_key, files.client_key):
         key.chmod(0o600)
     return files

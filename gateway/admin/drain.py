@@ -63,6 +63,10 @@ async def drain_state(request: Request) -> dict[str, Any]:
         "delivered_per_second": state.delivered_per_second if state is not None else 0.0,
         "eta_seconds": state.eta_seconds if state is not None else None,
         "consumers": state.consumers if state is not None else 0,
+        # {"status", "message", "consumers"} while the backend refuses every order.
+        "backend_refusal": msgspec.to_builtins(state.backend_refusal)
+        if state is not None and state.backend_refusal is not None
+        else None,
     }
 
 
