@@ -1,6 +1,7 @@
 """The shoppers' order status page in headless Chromium, on a real gateway, drain, Kafka and
 Redis: it shows an accepted order's place in line, and turns to "placed" by itself once
-the drain delivers it, with the page left open.
+the drain delivers it, with the page left open; an order the backend refuses shows as
+not placed, and why.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ PAGE_BYTES_MAX = 8 * 1024  # "no more than a few KB": the page and its script to
 STATUS = "document.querySelector('[data-flashgate-order]').getAttribute('data-status')"
 TITLE = "document.querySelector('.fg-status').textContent"
 LINE = "document.querySelector('.fg-line').textContent"
+DETAIL = "document.querySelector('.fg-status').nextSibling.textContent"
 
 
 def _get(url: str) -> tuple[int, bytes, str]:
@@ -36,7 +38,7 @@ def test_the_page_follows_an_order_from_accepted_to_placed(
     services: Services, tmp_path: Path
 ) -> None:
     env = services.env
-    services.start_backend()
+    services.start_backend("--reject-attribute", "refuse-me")
     services.start_consumer()
     services.start_gateway()
     load_sale(env, "sale-page", {"stock": {"A": 100}, "per_user_max": 0})
@@ -48,6 +50,11 @@ def test_the_page_follows_an_order_from_accepted_to_placed(
         for i in range(4)
     ]  # fmt: skip
     order_id = ahead[-1]["order_id"]
+    refused = http_json(
+        "POST", f"{env.gateway_url}/v1/orders",
+        {"sale_id": "sale-page", "sku": "A", "quantity": 1, "user_id": "u-refused",
+         "attributes": {"refuse-me": "yes"}},
+    )["order_id"]  # fmt: skip
 
     status, page, kind = _get(f"{env.gateway_url}/orders/{order_id}")
     assert status == 200 and kind.startswith("text/html") and order_id.encode() in page
@@ -70,6 +77,13 @@ def test_the_page_follows_an_order_from_accepted_to_placed(
             assert await tab.wait_for(f"{STATUS} === 'delivered'", 30), await tab.evaluate(STATUS)
             assert await tab.evaluate(TITLE) == "Order placed"
             assert await tab.evaluate(LINE) == ""
+
+        async with open_page(f"{env.gateway_url}/orders/{refused}", tmp_path / "r") as tab:
+            assert await tab.wait_for(f"{STATUS} === 'failed'", 30), await tab.evaluate(STATUS)
+            assert await tab.evaluate(TITLE) == "Order not placed"
+            assert await tab.evaluate(
+                "document.querySelector('.fg-status').nextSibling.textContent"
+            )
 
         unknown = new_order_id()
         async with open_page(f"{env.gateway_url}/orders/{unknown}", tmp_path / "q") as tab:
