@@ -28,6 +28,7 @@ from flashgate.admission.admitter import Admitter
 from flashgate.admission.idempotency import IdempotencyStore
 from flashgate.admission.sales import SaleStore
 from flashgate.kafka.config import producer_config
+from flashgate.kafka.producer import ACK_GRACE_S, KafkaProducer
 from flashgate.order_status import OrderStatusStore
 from flashgate.redis_client import RedisClient, create_redis, describe
 from flashgate.redis_scripts.loader import RedisScripts, Replication
@@ -42,7 +43,6 @@ from gateway.openapi import openapi_endpoint
 from gateway.order_status_api import get_order
 from gateway.orders import CreateOrder
 from gateway.problems import ApiError, api_error_handler, http_error_handler, internal_error_handler
-from gateway.producer import OrderProducer
 from gateway.reaper import Reaper, reap_forever
 from gateway.settle import Settler
 from gateway.shedding import InFlightLimit
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 PRODUCER_FLUSH_S = 10.0
 # message.timeout.ms bounds every delivery report; this is the belt to its braces.
-ACK_GRACE_S = 1.0
 # At start, how long to wait for Kafka to answer or refuse before serving anyway.
 FIRST_ANSWER_WAIT_S = 3.0
 
@@ -75,7 +74,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         gateway = settings.gateway
-        producer = OrderProducer(
+        producer = KafkaProducer(
             producer_config(settings.kafka, f"gateway-{os.getpid()}"),
             ack_timeout_s=gateway.produce_timeout_ms / 1000 + ACK_GRACE_S,
         )

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from flashgate.admission.admitter import Admitter
 from flashgate.admission.idempotency import IdempotencyStore
+from flashgate.kafka.producer import KafkaProducer
 from flashgate.order_status import OrderStatusStore
 from flashgate.redis_client import RedisClient
 from flashgate.settings import Settings
 from gateway.metrics import GatewayMetrics
-from gateway.producer import OrderProducer
 from gateway.settle import Settler
 from gateway.soldout import SoldOutCache
 
@@ -18,7 +18,7 @@ from gateway.soldout import SoldOutCache
 @dataclass(frozen=True, slots=True)
 class GatewayContext:
     settings: Settings
-    producer: OrderProducer
+    producer: KafkaProducer
     redis: RedisClient
     statuses: OrderStatusStore
     admitter: Admitter

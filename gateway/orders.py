@@ -32,6 +32,7 @@ from flashgate.admission.idempotency import Claim, body_digest
 from flashgate.admission.sales import rfc3339
 from flashgate.errors import KafkaOutcomeUnknown, KafkaUnavailable
 from flashgate.ids import new_order_id
+from flashgate.kafka.producer import Headers
 from flashgate.order import OrderRecord, OrderRequest, encode_record
 from flashgate.order_status import NOT_STORED
 from flashgate.redis_client import RedisFailure
@@ -39,7 +40,6 @@ from gateway.auth import CALLER_SCOPE_KEY, invalid_shopper_token, scope_shopper
 from gateway.body import check_declared_length, receive_limited_body
 from gateway.context import GatewayContext
 from gateway.problems import ApiError, unavailable
-from gateway.producer import Headers
 from gateway.ratelimit_headers import rate_limit_headers
 from gateway.settle import Produced
 from gateway.validation import parse_order

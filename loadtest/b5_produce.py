@@ -11,9 +11,9 @@ summary with medians and ratios, and stops everything.
 Rows (same producer settings as the gateway: idempotent, acks=all, lz4, linger 2 ms):
   bare-loop          Producer.produce() + poll(0) in a tight loop, flush at the end:
                      the broker's and librdkafka's ceiling for 300-byte records
-  order-producer     the gateway's producer (poll thread, one loop wake-up per poll batch),
+  order-producer     flashgate's producer, as the gateway and the drain use it (poll thread,
+                     one loop wake-up per poll batch),
                      64 concurrent awaiting senders, with headers
-  async-producer     flashgate.kafka.producer.AsyncProducer (one wake-up per record)
   aio-producer       confluent_kafka.aio.AIOProducer (its batching; headers refused)
   gateway            B1's full HTTP path (wrk, 64 connections) for the B1/B5 ratio
 """
@@ -38,9 +38,8 @@ from confluent_kafka import Producer
 from harness import Stack, command_line
 
 from flashgate.kafka.config import producer_config
-from flashgate.kafka.producer import AsyncProducer
+from flashgate.kafka.producer import KafkaProducer
 from flashgate.settings import load_settings
-from gateway.producer import OrderProducer
 
 VALUE = b"x" * 300
 HEADERS: list[tuple[str, str | bytes | None]] = [("content-type", b"application/json")]
@@ -98,24 +97,11 @@ async def _closed_loop(send: Callable[[int], Awaitable[object]], seconds: float)
 
 def order_producer(stack: Stack, seconds: float) -> dict[str, Any]:
     async def run() -> dict[str, Any]:
-        producer = OrderProducer(_config(stack), ack_timeout_s=6.0)
+        producer = KafkaProducer(_config(stack), ack_timeout_s=6.0)
         producer.start(asyncio.get_running_loop())
         try:
             return await _closed_loop(
                 lambda i: producer.send(stack.topic, VALUE, str(i).encode(), HEADERS), seconds
-            )
-        finally:
-            await asyncio.to_thread(producer.close, 10)
-
-    return uvloop.run(run())
-
-
-def async_producer(stack: Stack, seconds: float) -> dict[str, Any]:
-    async def run() -> dict[str, Any]:
-        producer = AsyncProducer(_config(stack))
-        try:
-            return await _closed_loop(
-                lambda i: producer.produce(stack.topic, VALUE, str(i).encode(), HEADERS), seconds
             )
         finally:
             await asyncio.to_thread(producer.close, 10)
@@ -169,14 +155,13 @@ def main() -> None:
     parser.add_argument("--rows", help="comma-separated subset of rows")
     args = parser.parse_args()
     seconds, runs = (3.0, 1) if args.quick else (args.seconds, args.runs)
-    names = ["bare-loop", "order-producer", "async-producer", "aio-producer", "gateway"]
+    names = ["bare-loop", "order-producer", "aio-producer", "gateway"]
     if args.rows:
         names = [n for n in args.rows.split(",") if n]
     gateway_state: dict[str, Any] = {}
     rows: dict[str, Callable[[Stack, float], dict[str, Any]]] = {
         "bare-loop": bare_loop,
         "order-producer": order_producer,
-        "async-producer": async_producer,
         "aio-producer": aio_producer,
         "gateway": lambda stack, s: gateway_row(stack, s, gateway_state),
     }

@@ -17,7 +17,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from flashgate.dlq import Headers, dead_letter_headers, replay_headers
 from flashgate.errors import KafkaUnavailable
-from flashgate.kafka.producer import AsyncProducer
+from flashgate.kafka.producer import KafkaProducer
 from order_consumer.delivery import Abandoned, DeliveryState
 from order_consumer.refusals import StormLetter
 
@@ -29,7 +29,7 @@ DLQ_RETRY_S = 1.0
 class DeadLetterSender:
     def __init__(
         self,
-        producer: AsyncProducer,
+        producer: KafkaProducer,
         *,
         dlq_topic: str,
         orders_topic: str,

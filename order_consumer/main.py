@@ -18,7 +18,7 @@ import uvloop
 
 from flashgate.drain.control import DrainControl
 from flashgate.kafka.config import admin_config, consumer_config, producer_config
-from flashgate.kafka.producer import AsyncProducer
+from flashgate.kafka.producer import KafkaProducer
 from flashgate.logs import configure_logging
 from flashgate.redis_client import create_redis
 from flashgate.redis_scripts.loader import RedisScripts
@@ -42,7 +42,7 @@ async def run_consumer(settings: Settings) -> None:
     consumer_id = f"{socket.gethostname()}-{os.getpid()}"
     drain = settings.drain
     redis = create_redis(settings.redis)
-    dlq = AsyncProducer(producer_config(settings.kafka, f"drain-{os.getpid()}-dlq"))
+    dlq = KafkaProducer(producer_config(settings.kafka, f"drain-{os.getpid()}-dlq"))
     watch = ConfigWatch(
         settings, DrainControl(redis, drain.group_id), path=settings_path(), load=load_settings
     )

@@ -43,7 +43,7 @@ from confluent_kafka import Message
 from flashgate.admission.errors import AdmissionUnavailable
 from flashgate.admission.keys import SaleKeys
 from flashgate.dlq import Headers
-from flashgate.kafka.producer import AsyncProducer
+from flashgate.kafka.producer import KafkaProducer
 from flashgate.order import OrderRecord, decode_record
 from flashgate.redis_client import RedisClient, RedisFailure
 from flashgate.settings import Settings
@@ -107,7 +107,7 @@ class Parts:
     end_offsets: EndOffsets
     backend: Backend
     limiter: GroupLimiter
-    dlq: AsyncProducer
+    dlq: KafkaProducer
     statuses: StatusWriter
     fence: RecordFence
     watch: ConfigWatch

@@ -118,8 +118,8 @@ def test_producer_fails_a_future_past_its_deadline_as_overdue() -> None:
     fails the future as overdue, which tells the gateway to leave the reservation to
     the reaper rather than release it."""
     from flashgate.errors import KafkaAckOverdue
+    from flashgate.kafka.producer import KafkaProducer
     from flashgate.stack.ports import free_port
-    from gateway.producer import OrderProducer
 
     async def scenario() -> float:
         config = {
@@ -127,7 +127,7 @@ def test_producer_fails_a_future_past_its_deadline_as_overdue() -> None:
             "message.timeout.ms": 60_000,
             "log_level": 0,
         }
-        producer = OrderProducer(config, ack_timeout_s=0.3)
+        producer = KafkaProducer(config, ack_timeout_s=0.3)
         producer.start(asyncio.get_running_loop())
         started = time.monotonic()
         try:

@@ -26,7 +26,7 @@ from confluent_kafka.admin._resource import ResourceType
 
 from flashgate.errors import FlashgateError
 from flashgate.kafka.config import admin_config, producer_config, reader_config
-from flashgate.kafka.producer import AsyncProducer
+from flashgate.kafka.producer import KafkaProducer
 from flashgate.kafka.topics import ensure_topics, wait_for_broker
 from flashgate.settings import KafkaSettings
 from flashgate.stack.kafka_cluster import KafkaCluster
@@ -113,7 +113,7 @@ class ProduceLog:
 
 
 async def _produce(
-    producer: AsyncProducer,
+    producer: KafkaProducer,
     topic: str,
     kill: Callable[[], Awaitable[None]],
     log: ProduceLog,
@@ -121,7 +121,7 @@ async def _produce(
     async def one(i: int) -> None:
         value = f"record-{i:06d}".encode()
         try:
-            record = await producer.produce(topic, value, key=str(i).encode())
+            record = await producer.produce(topic, value, str(i).encode(), [])
         except FlashgateError:
             log.failed.append(i)
             return
@@ -177,7 +177,7 @@ def test_a_killed_broker_loses_no_acknowledged_record(cluster: KafkaCluster) -> 
 
     # Kill the leader of partition 0: its partitions need a new leader mid-stream.
     victim = cluster.broker(metadata.partitions[0].leader)
-    producer = AsyncProducer(producer_config(kafka, "cluster-test"))
+    producer = KafkaProducer(producer_config(kafka, "cluster-test"))
     log = ProduceLog()
 
     async def kill_victim() -> None:

@@ -11,7 +11,7 @@ handshake was refused (wrong password, unknown user), the TLS handshake failed
 (untrusted CA, a client certificate refused), or the broker closed every
 connection before its first answer (a plaintext client at a TLS listener).
 The gateway refuses orders before reserving anything while one holds
-(`gateway.producer`). Other errors (a broker down) are logged the same way but
+(`flashgate.kafka.producer`). Other errors (a broker down) are logged the same way but
 leave the order path as it is: a record may be in flight to a broker that
 stalls.
 """
