@@ -15,7 +15,7 @@ from collections.abc import Callable
 from order_consumer.adaptive import AdaptiveConfig, AdaptiveLimit
 from order_consumer.config_watch import ConfigWatch
 from order_consumer.group_limiter import GroupLimiter
-from order_consumer.rate_policy import REASON_ADAPTIVE, RateDecision, decide
+from order_consumer.rate_policy import REASON_ADAPTIVE, RateDecision, decide, ops_ceiling
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +51,11 @@ class RateControl:
     def _decide(self) -> RateDecision:
         ceiling = self._watch.schedule.ceiling(self._wall_clock())
         override = self._watch.override
-        ops_ceiling = ceiling.rate_per_s
-        if override.rate is not None:
-            ops_ceiling = min(ops_ceiling, override.rate)
         if not self._watch.drain.adaptive:
             self.adaptive.limit = None
             return decide(ceiling, override, None)
         before = self.adaptive.limit
-        adaptive = self.adaptive.update(ops_ceiling)
+        adaptive = self.adaptive.update(ops_ceiling(ceiling, override)[0])
         if adaptive is not None and (before is None or adaptive < before):
             log.warning("adaptive: drain limited to %.1f/s: %s", adaptive,
                         self.adaptive.last_signal)  # fmt: skip

@@ -34,10 +34,16 @@ class RateDecision:
     schedule: str
 
 
+def ops_ceiling(ceiling: Ceiling, override: DrainOverride) -> tuple[float, str]:
+    """The rate ops allow (schedule, lowered by an override) and which of the two set it:
+    the ceiling the adaptive limit works under."""
+    if override.rate is not None and override.rate <= ceiling.rate_per_s:
+        return override.rate, REASON_OVERRIDE
+    return ceiling.rate_per_s, REASON_SCHEDULE
+
+
 def decide(ceiling: Ceiling, override: DrainOverride, adaptive_rate: float | None) -> RateDecision:
-    rate, reason = ceiling.rate_per_s, REASON_SCHEDULE
-    if override.rate is not None and override.rate <= rate:
-        rate, reason = override.rate, REASON_OVERRIDE
+    rate, reason = ops_ceiling(ceiling, override)
     if adaptive_rate is not None and adaptive_rate < rate:
         rate, reason = adaptive_rate, REASON_ADAPTIVE
     if override.paused:
