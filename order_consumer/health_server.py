@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from typing import Protocol
 
 import msgspec
 from prometheus_client import CollectorRegistry, Gauge, ProcessCollector, generate_latest
@@ -33,11 +34,19 @@ REQUEST_HEAD_MAX_BYTES = 8 * 1024
 _encoder = msgspec.json.Encoder()
 
 
+class Dropping(Protocol):
+    """What drops work after its retries, and counts it (the status writer)."""
+
+    @property
+    def dropped(self) -> int: ...
+
+
 class _DrainCounts:
     """The worker's counters, read at scrape time (set once the worker exists)."""
 
     def __init__(self) -> None:
         self.counters: DrainCounters | None = None
+        self.statuses: Dropping | None = None
 
     def collect(self) -> Iterator[Metric]:
         counters = self.counters or DrainCounters()
@@ -53,6 +62,12 @@ class _DrainCounts:
             "flashgate_drain_fenced",
             "Records fenced: written after their order was settled not stored (dead-lettered)",
             value=counters.fenced,
+        )
+        yield CounterMetricFamily(
+            "flashgate_drain_status_writes_dropped",
+            "Order statuses never written to Redis after their retries (the order itself was"
+            " delivered or dead-lettered; only its status page lags)",
+            value=self.statuses.dropped if self.statuses is not None else 0,
         )
 
 
@@ -105,9 +120,10 @@ class HealthServer:
         self._port = port
         self._server: asyncio.Server | None = None
 
-    def count(self, counters: DrainCounters) -> None:
-        """Export these counters (the worker's) on /metrics."""
+    def count(self, counters: DrainCounters, statuses: Dropping | None = None) -> None:
+        """Export these counters (the worker's, and its status writer's) on /metrics."""
         self._metrics.drain.counters = counters
+        self._metrics.drain.statuses = statuses
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(

@@ -66,6 +66,7 @@ async def run_consumer(settings: Settings) -> None:
     try:
         if health_server is not None:
             await health_server.start()
+        statuses = StatusWriter(redis, settings.redis.order_status_ttl_s)
         async with BackendClient(
             connection_for(drain), drain.concurrency, drain.backend_timeout_s
         ) as backend:
@@ -83,7 +84,7 @@ async def run_consumer(settings: Settings) -> None:
                         batch_max=drain.limiter_batch_max,
                     ),
                     dlq=dlq,
-                    statuses=StatusWriter(redis, settings.redis.order_status_ttl_s),
+                    statuses=statuses,
                     fence=RecordFence(redis, settled_keep_ms=settings.settled_keep_ms),
                     watch=watch,
                     redis=redis,
@@ -91,7 +92,7 @@ async def run_consumer(settings: Settings) -> None:
                 ),
             )
             if health_server is not None:
-                health_server.count(worker.counters)
+                health_server.count(worker.counters, statuses)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, worker.stop)

@@ -11,6 +11,7 @@ import json
 import signal
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -63,6 +64,11 @@ def test_ready_once_in_the_group_until_lost() -> None:
     assert health.ready().ok
 
 
+@dataclass(frozen=True)
+class Dropped:
+    dropped: int
+
+
 def test_listener_answers_probes_and_refuses_the_rest() -> None:
     clock = FakeClock()
     health = ConsumerHealth(stuck_after_s=30, clock=clock)
@@ -70,7 +76,7 @@ def test_listener_answers_probes_and_refuses_the_rest() -> None:
 
     async def scenario() -> list[tuple[int, bytes]]:
         server = HealthServer(health, host="127.0.0.1", port=port)
-        server.count(DrainCounters(delivered=7, dead_lettered=2, fenced=1))
+        server.count(DrainCounters(delivered=7, dead_lettered=2, fenced=1), Dropped(3))
         await server.start()
         try:
             answers = [await _raw(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")]
@@ -93,6 +99,7 @@ def test_listener_answers_probes_and_refuses_the_rest() -> None:
     assert b"flashgate_consumer_assigned_partitions 1.0" in answers[5][1]
     assert b"flashgate_drain_delivered_total 7.0" in answers[5][1]
     assert b"flashgate_drain_fenced_total 1.0" in answers[5][1]
+    assert b"flashgate_drain_status_writes_dropped_total 3.0" in answers[5][1]
 
 
 async def _raw(port: int, request: bytes) -> tuple[int, bytes]:
