@@ -1,8 +1,10 @@
 """B2, shaping: a burst of orders as fast as the generator goes; the backend gets them at the rate.
 
-Starts Redis, one Kafka broker, the reference backend (capacity `--rate`, 64 at
-once, 1 s wait), the gateway (one sale loaded with ample stock and no admission
-rate limits, so the burst itself is what is measured) and one consumer draining
+Starts Redis, one Kafka broker, the reference backend (capacity `--backend-rate`,
+by default 4 x `--rate`, so the peak measured is the drain's own shaping and not
+the backend's limiter; 64 at once, 1 s wait), the gateway (one sale loaded with
+ample stock and no admission rate limits, so the burst itself is what is
+measured) and one consumer draining
 at `--rate` with `--burst`. The burst comes from `loadtest.burst.fire` (aiohttp,
 many kept-alive connections). Reports:
 
@@ -14,6 +16,7 @@ many kept-alive connections). Reports:
   backend storing the last accepted order, against accepted / rate,
 - lost (accepted, never stored; goal 0) and duplicated (redeliveries the backend
   refused by Idempotency-Key; goal 0; stored twice is impossible by its key),
+- the backend's 503s for want of capacity (goal 0: the drain never outran it),
 - CPU per process over the run.
 
     .venv/bin/python -m loadtest.b2_shaping --orders 50000 --rate 500
@@ -71,12 +74,13 @@ def _partitions_owned(redis_url: str, group_id: str) -> int:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     with Stack(partitions=args.partitions, keep=args.keep) as stack:
         port = free_port()
+        backend_rate = args.backend_rate or 4 * args.rate
         db = stack.root / "backend.sqlite3"
         backend = stack.start(
             "backend",
             [
                 sys.executable, "-m", "reference_backend", "--port", str(port), "--db", str(db),
-                "--rate", str(args.rate), "--concurrency", "64", "--max-wait", "1.0",
+                "--rate", str(backend_rate), "--concurrency", "64", "--max-wait", "1.0",
             ],
             port,
         )  # fmt: skip
@@ -151,7 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "orders": args.orders,
             "rate_per_s": args.rate,
             "drain_burst": args.burst,
-            "backend_capacity_per_s": args.rate,
+            "backend_capacity_per_s": backend_rate,
+            "backend_refused_overloaded": stats.get("refused_overloaded"),
             "statuses": {str(k): v for k, v in sorted(burst.statuses.items())},
             "outcome_unknown": burst.outcome_unknown(),
             "share_accepted": round(len(accepted) / args.orders, 4),
@@ -201,7 +206,10 @@ def _series(counts: dict[int, int]) -> dict[str, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", type=int, default=50_000)
-    parser.add_argument("--rate", type=float, default=500.0, help="backend capacity = drain rate")
+    parser.add_argument("--rate", type=float, default=500.0, help="the drain's rate")
+    parser.add_argument(
+        "--backend-rate", type=float, default=0.0, help="backend capacity (0: 4 x --rate)"
+    )
     parser.add_argument("--burst", type=int, default=10, help="drain burst (orders above rate*t)")
     parser.add_argument("--connections", type=int, default=256)
     parser.add_argument("--partitions", type=int, default=6)

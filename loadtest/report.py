@@ -27,6 +27,7 @@ GOALS: dict[str, list[tuple[str, str, str]]] = {
     "B2": [
         ("accepted_share", "share accepted", ""),
         ("peak_ratio", "<= 1.05 (highest 1-s backend rate / set rate)", "le:1.05"),
+        ("backend_refused_overloaded", "0 (the backend, 4 x faster, never said 503)", "eq:0"),
         ("drain_time_ratio", "<= 1.05 (drain time / ideal)", "le:1.05"),
         ("lost", "0", "eq:0"),
         ("duplicated", "0", "eq:0"),

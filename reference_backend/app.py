@@ -89,6 +89,7 @@ class Backend:
         self.store = OrderStore(
             config.db_path, clock=wall_clock, batch_commits=config.commit_interval_ms > 0
         )
+        self.refused_overloaded = 0
         self.limiter = CapacityLimiter(
             config.rate, config.effective_burst, config.concurrency, clock=monotonic
         )
@@ -144,6 +145,7 @@ class Backend:
             return _unavailable("outage", outage)
         admission = await self.limiter.acquire(self.max_wait)
         if not admission.admitted:
+            self.refused_overloaded += 1
             return _unavailable("overloaded", admission.retry_after)
         try:
             latency = self.faults.latency_seconds
@@ -206,6 +208,9 @@ class Backend:
                 "duplicates": stats.duplicates,
                 "per_second": per_second,
                 "tokens_issued": self.tokens.issued_total,
+                # 503s for want of capacity since start: what a benchmark's drain
+                # would have had to retry.
+                "refused_overloaded": self.refused_overloaded,
             },
         )
 

@@ -181,7 +181,8 @@ def test_stats_per_second_groups_by_storage_second(tmp_path: Path) -> None:
         status, stats, _ = await get(client, "/stats")
         assert status == 200
         assert stats == {
-            "orders": 3, "duplicates": 1, "per_second": {"1000": 2, "1001": 1}, "tokens_issued": 0
+            "orders": 3, "duplicates": 1, "per_second": {"1000": 2, "1001": 1}, "tokens_issued": 0,
+            "refused_overloaded": 0,
         }  # fmt: skip
         _, record, _ = await get(client, "/orders/c")
         assert record["stored_at"] == pytest.approx(1_001.5)
@@ -283,13 +284,14 @@ def test_rate_limit_refuses_beyond_burst_with_retry_after(tmp_path: Path) -> Non
 def test_rate_limit_is_exact_with_a_frozen_clock(tmp_path: Path) -> None:
     config = db_config(tmp_path, rate=50, burst=5, max_wait=0)
 
-    async def scenario(client: Client) -> list[int]:
+    async def scenario(client: Client) -> tuple[list[int], Any]:
         replies = await asyncio.gather(*(post(client, f"o-{i}") for i in range(100)))
-        return [status for status, _, _ in replies]
+        return [status for status, _, _ in replies], (await get(client, "/stats"))[1]
 
-    statuses = serve(config, scenario, monotonic=FakeClock())
+    statuses, stats = serve(config, scenario, monotonic=FakeClock())
     assert statuses.count(201) == 5
     assert statuses.count(503) == 95
+    assert stats["refused_overloaded"] == 95  # what B2 reports as the backend's refusals
 
 
 def test_requests_wait_for_a_token_within_max_wait(tmp_path: Path) -> None:
