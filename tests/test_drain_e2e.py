@@ -37,7 +37,9 @@ from flashgate.stack.process import ManagedProcess
 from tests.rate_envelope import excess_over_rate, mean_rate, within
 from tests.services import ServiceEnv, Services, http_json, wait_until
 
-pytestmark = pytest.mark.e2e
+# Above the sum of the longest test's own bounds (~290 s: the poison test's waits and
+# CLI timeouts), which the project's global 120 s would cut short with no message.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(330)]
 
 # What the service_env fixture sets for every test; these tests set rates in the file.
 FILE_KEYS = ("FLASHGATE_DRAIN_RATE_PER_S", "FLASHGATE_DRAIN_BURST")
