@@ -1,8 +1,10 @@
 """Write loadtest/RESULTS.md from the benchmark outcomes: one table per benchmark.
 
-Every table names its command and the goal from docs/ARCHITECTURE.md next to the
-measured figure; the hand-written discussion in loadtest/discussion.md (if
-present) is appended, so a re-run refreshes the numbers without losing it.
+The generated part carries only what the scripts saved: every table names its
+command and the goal from docs/ARCHITECTURE.md next to the measured figure. The
+hand-written discussion in loadtest/discussion.md (if present) follows a separator
+that says it is hand-written, so a re-run refreshes the numbers without losing it
+and nobody takes the prose for script output.
 
 `python -m loadtest.report` rewrites only the fault suite's table (from
 loadtest/results/chaos.jsonl, which `make chaos` writes) in an existing report.
@@ -95,6 +97,15 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _rounds_inside(result: dict[str, Any]) -> str:
+    """What a summary saved before `repeats_inside` existed says it repeated inside."""
+    rounds, seconds = result.get("runs"), result.get("seconds_per_run")
+    if not isinstance(rounds, int) or rounds < 2:
+        return ""
+    each = f" of {_fmt(seconds)} s" if isinstance(seconds, (int, float)) else ""
+    return f"its rows over {rounds} rounds{each}; the figures are medians"
+
+
 def _section(outcome: dict[str, Any]) -> list[str]:
     key, title = outcome["key"], outcome["title"]
     lines = [f"## {key}: {title}", ""]
@@ -110,7 +121,7 @@ def _section(outcome: dict[str, Any]) -> list[str]:
         return lines
     result: dict[str, Any] = outcome["result"]
     lines.append(f"Command: `{result.get('_command', '?')}`  ")
-    inside = outcome.get("repeats_inside", "")
+    inside = outcome.get("repeats_inside", "") or _rounds_inside(result)
     if outcome["median_of"] == 1:
         lines.append(
             f"Invoked once; inside, {inside}."
@@ -148,19 +159,29 @@ def write_results(
     *,
     quick: bool,
     elapsed_s: float,
+    chaos: Path = HERE / "results" / "chaos.jsonl",
+    discussion: Path = HERE / "discussion.md",
 ) -> None:
+    written = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    how = (
+        f"`python -m loadtest.bench{' --quick' if quick else ''}` (what `make bench` runs) "
+        f"ran the benchmarks and wrote this part on {written}, in {elapsed_s / 60:.1f} minutes"
+        if elapsed_s >= 0
+        else "`python -m loadtest.bench --report-only` rewrote this part on "
+        f"{written} from the summaries the scripts saved in `loadtest/results/`, "
+        "without running anything: each table is from the last run of its benchmark"
+    )
     lines = [
         "# flashgate benchmark results",
         "",
-        "Written by `make bench` (`python -m loadtest.bench`"
-        + (" --quick" if quick else "")
-        + f") on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-        + (f", in {elapsed_s / 60:.1f} minutes" if elapsed_s >= 0 else ", from saved summaries")
-        + ". Definitions: docs/ARCHITECTURE.md, Benchmarks.",
+        "Down to the separator, this file is generated: the tables carry only what the "
+        f"benchmark scripts saved. {how}. Definitions: docs/ARCHITECTURE.md, Benchmarks.",
         "Everything ran on one machine over loopback; load generator and servers share the cores, "
         "so ratios measured side by side in one run matter more than absolute figures.",
         "",
-        "| machine | |",
+        "| machine | |"
+        if elapsed_s >= 0
+        else "| machine that rewrote this file (each run's own may differ) | |",
         "| --- | --- |",
         *[f"| {k} | {v} |" for k, v in machine.items()],
         "",
@@ -178,11 +199,25 @@ def write_results(
         f"![offered, accepted and received per second, flashgate vs direct]({relative})",
         "",
     ]
-    lines += _chaos_section(HERE / "results" / "chaos.jsonl")
-    discussion = HERE / "discussion.md"
+    lines += _chaos_section(chaos)
     if discussion.is_file():
-        lines += [discussion.read_text().rstrip(), ""]
+        lines += [*DISCUSSION_INTRO, discussion.read_text().rstrip(), ""]
     path.write_text("\n".join(lines))
+
+
+DISCUSSION_SEPARATOR = "---"
+DISCUSSION_HEADING = "# Discussion (hand-written)"
+DISCUSSION_INTRO = [
+    DISCUSSION_SEPARATOR,
+    "",
+    DISCUSSION_HEADING,
+    "",
+    "Everything from here on is written by hand in `loadtest/discussion.md` and appended "
+    "unchanged by `loadtest/report.py`; no script produces or checks it. Each figure "
+    "names the command that produced it and the date it was measured, or is marked "
+    "superseded; where it quotes a table above, the table is the record.",
+    "",
+]
 
 
 CHAOS_HEADING = "## Faults mid-burst (`make chaos`)"
@@ -253,6 +288,11 @@ def _chaos_section(path: Path) -> list[str]:
     return lines
 
 
+def _ends_section(line: str) -> bool:
+    """A generated section runs to the next heading or to the discussion's separator."""
+    return line.startswith(("## ", "# ")) or line == DISCUSSION_SEPARATOR
+
+
 def replace_chaos_section(report: Path, results: Path) -> None:
     """Rewrite only the fault suite's table in an existing report (after `make chaos`),
     leaving the benchmark tables and their date as they are."""
@@ -263,13 +303,11 @@ def replace_chaos_section(report: Path, results: Path) -> None:
     except ValueError:
         start = -1
     if start >= 0:
-        end = next(
-            (i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines)
-        )
+        end = next((i for i in range(start + 1, len(lines)) if _ends_section(lines[i])), len(lines))
         lines[start:end] = section
     else:
         discussion = next(
-            (i for i, line in enumerate(lines) if line.startswith("## Discussion")), len(lines)
+            (i for i, line in enumerate(lines) if line == DISCUSSION_SEPARATOR), len(lines)
         )
         lines[discussion:discussion] = section
     report.write_text("\n".join(lines))

@@ -39,13 +39,38 @@ from tests.chaos_support import (
     start_burst,
     wait_accepted,
 )
-from tests.services import ServiceEnv, Services, admin_json, http_json, load_sale, running_broker
+from tests.services import (
+    START_TIMEOUT_S,
+    ServiceEnv,
+    Services,
+    admin_json,
+    http_json,
+    load_sale,
+    running_broker,
+)
 
 pytestmark = pytest.mark.chaos
 
 ORDERS = 5_000
 FAULT_AFTER = 1_500  # accepted orders before the fault
 BURST_TIMEOUT_S = 240.0
+RECONCILE_TIMEOUT_S = 120.0
+ACCEPT_TIMEOUT_S = 60.0
+# The three processes each scenario starts, each bounded by its own start timeout.
+STARTUP_BOUND_S = 3 * START_TIMEOUT_S
+# Room for what has no bound of its own (topic creation, teardown).
+MARGIN_S = 60.0
+
+
+def _limit(fault_bound_s: float) -> pytest.MarkDecorator:
+    """A pytest timeout above the sum of the scenario's own bounds (start, first accepted
+    orders, its fault's, the burst, the reconciliation): the project's global limit is
+    shorter, and would cut a slow scenario before its own bound failed with its own
+    message."""
+    total = STARTUP_BOUND_S + ACCEPT_TIMEOUT_S + fault_bound_s + BURST_TIMEOUT_S
+    return pytest.mark.timeout(total + RECONCILE_TIMEOUT_S + MARGIN_S)
+
+
 SKUS = 4
 AMPLE_STOCK = {f"SKU-{i}": ORDERS * 2 for i in range(SKUS)}
 
@@ -122,6 +147,7 @@ def _reconcile(
         gateway_url=env.gateway_url,
         stock=stock,
         settled=(lambda: _sale_settled(env, settle_sale)) if settle_sale else None,
+        timeout_s=RECONCILE_TIMEOUT_S,
         drained=lambda: drain_caught_up(
             env.variables["FLASHGATE_KAFKA_BOOTSTRAP_SERVERS"],
             env.variables["FLASHGATE_KAFKA_ORDERS_TOPIC"],
@@ -156,6 +182,8 @@ def own_broker(kafka_libs: Path, tmp_path: Path) -> Iterator[KafkaBroker]:
         yield broker
 
 
+# Its own broker's start (90 s), down 3 s, back within 90 s.
+@_limit(90 + 3 + 90)
 def test_kafka_broker_sigkill_and_restart(
     own_broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -165,10 +193,10 @@ def test_kafka_broker_sigkill_and_restart(
     try:
         sale_id = _start_all(services)
         burst = start_burst(env.gateway_url, ORDERS, sale_id=sale_id)
-        assert wait_accepted(burst[1], FAULT_AFTER, 60)
+        assert wait_accepted(burst[1], FAULT_AFTER, ACCEPT_TIMEOUT_S)
         fault_at = time.time()
         own_broker.kill()
-        time.sleep(3)
+        time.sleep(3)  # the fault itself: the broker stays down 3 s
         own_broker.start(tmp_path / "kafka-restarted.log")
         own_broker.wait_listening(90)
         _finish("Kafka broker SIGKILL + restart", services, burst, fault_at, tmp_path)
@@ -176,6 +204,7 @@ def test_kafka_broker_sigkill_and_restart(
         services.stop_all()
 
 
+@_limit(10 + 1)
 def test_consumer_sigkill_mid_drain(service_env: ServiceEnv, tmp_path: Path) -> None:
     service_env.variables["FLASHGATE_DRAIN_RATE_PER_S"] = "1500"
     services = Services(service_env)
@@ -183,7 +212,7 @@ def test_consumer_sigkill_mid_drain(service_env: ServiceEnv, tmp_path: Path) -> 
         sale_id = _start_all(services)
         burst = start_burst(service_env.gateway_url, ORDERS, sale_id=sale_id)
         stats_url = f"{service_env.backend_url}/stats"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ACCEPT_TIMEOUT_S
         while http_json("GET", stats_url)["orders"] < FAULT_AFTER:
             assert time.monotonic() < deadline, "the drain never got going"
             time.sleep(0.1)
@@ -191,19 +220,20 @@ def test_consumer_sigkill_mid_drain(service_env: ServiceEnv, tmp_path: Path) -> 
         consumer = next(p for p in services.running if p.name == "consumer")
         consumer.send(signal.SIGKILL)
         consumer.wait(10)
-        time.sleep(1)
+        time.sleep(1)  # the fault itself: no consumer for a second
         services.start_consumer()
         _finish("consumer SIGKILL mid-drain", services, burst, fault_at, tmp_path)
     finally:
         services.stop_all()
 
 
+@_limit(0)  # the outage runs inside the burst's and the reconciliation's bounds
 def test_backend_outage_of_30_seconds(service_env: ServiceEnv, tmp_path: Path) -> None:
     services = Services(service_env)
     try:
         sale_id = _start_all(services)
         burst = start_burst(service_env.gateway_url, ORDERS, sale_id=sale_id)
-        assert wait_accepted(burst[1], FAULT_AFTER, 60)
+        assert wait_accepted(burst[1], FAULT_AFTER, ACCEPT_TIMEOUT_S)
         fault_at = time.time()
         http_json("PUT", f"{service_env.backend_url}/admin/faults", {"outage_seconds": 30})
         _finish("backend outage 30 s", services, burst, fault_at, tmp_path)
@@ -211,6 +241,8 @@ def test_backend_outage_of_30_seconds(service_env: ServiceEnv, tmp_path: Path) -
         services.stop_all()
 
 
+# Its own Redis's start and restart (20 s each), down 2 s.
+@_limit(20 + 2 + 20)
 def test_redis_restart(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
     redis = RedisServer(free_port(), tmp_path / "redis")
     redis.start(tmp_path / "redis.log")
@@ -222,10 +254,10 @@ def test_redis_restart(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
         services = Services(env)
         sale_id = _start_all(services)
         burst = start_burst(env.gateway_url, ORDERS, sale_id=sale_id)
-        assert wait_accepted(burst[1], FAULT_AFTER, 60)
+        assert wait_accepted(burst[1], FAULT_AFTER, ACCEPT_TIMEOUT_S)
         fault_at = time.time()
         redis.stop()  # SIGTERM: the AOF is flushed, as on a planned restart
-        time.sleep(2)
+        time.sleep(2)  # the fault itself: Redis stays down 2 s
         redis.start(tmp_path / "redis-restarted.log")
         redis.wait_listening()
         _finish("Redis restart", services, burst, fault_at, tmp_path)
@@ -236,6 +268,7 @@ def test_redis_restart(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@_limit(30)
 def test_gateway_killed_mid_burst(
     service_env: ServiceEnv, tmp_path: Path, sig: signal.Signals
 ) -> None:
@@ -243,7 +276,7 @@ def test_gateway_killed_mid_burst(
     try:
         sale_id = _start_all(services)
         burst = start_burst(service_env.gateway_url, ORDERS, sale_id=sale_id)
-        assert wait_accepted(burst[1], FAULT_AFTER, 60)
+        assert wait_accepted(burst[1], FAULT_AFTER, ACCEPT_TIMEOUT_S)
         fault_at = time.time()
         gateway = next(p for p in services.running if p.name == "gateway")
         gateway.send(sig)
@@ -254,6 +287,8 @@ def test_gateway_killed_mid_burst(
         services.stop_all()
 
 
+# The cluster's start and first answer (90 s each), and 30 s more for the first orders.
+@_limit(90 + 90 + 30)
 def test_three_broker_cluster_loses_a_broker(
     kafka_libs: Path, redis_server: RedisServer, tmp_path: Path
 ) -> None:
@@ -272,7 +307,7 @@ def test_three_broker_cluster_loses_a_broker(
         try:
             sale_id = _start_all(services)
             burst = start_burst(env.gateway_url, ORDERS, sale_id=sale_id)
-            assert wait_accepted(burst[1], FAULT_AFTER, 90)
+            assert wait_accepted(burst[1], FAULT_AFTER, ACCEPT_TIMEOUT_S + 30)
             fault_at = time.time()
             cluster.broker(2).kill()
             _finish("3-broker cluster, one broker SIGKILL", services, burst, fault_at, tmp_path)
@@ -307,6 +342,7 @@ PAUSE_AFTER = 400
     ],
     ids=["give-up", "retrying"],
 )
+@_limit(90 + PAUSE_S)  # its own broker's start, then the pause
 def test_kafka_broker_paused_mid_burst(
     own_broker: KafkaBroker,
     redis_server: RedisServer,
@@ -327,7 +363,7 @@ def test_kafka_broker_paused_mid_burst(
     try:
         sale_id = _start_all(services, SCARCE_STOCK)
         burst = start_burst(env.gateway_url, ORDERS, sale_id=sale_id, give_up=give_up)
-        assert wait_accepted(burst[1], PAUSE_AFTER, 60)
+        assert wait_accepted(burst[1], PAUSE_AFTER, ACCEPT_TIMEOUT_S)
         fault_at = time.time()
         broker.send(signal.SIGSTOP)
         try:

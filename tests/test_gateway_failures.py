@@ -25,6 +25,19 @@ def _report(services: Services, sale_id: str) -> dict[str, object]:
     return report
 
 
+async def _wait_reserved(services: Services, sale_id: str, units: int, timeout_s: float) -> None:
+    """Until the sale holds `units` reserved: the orders have passed admission and are
+    waiting on Kafka's ack (a reservation is made before the produce, settled after)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        report = await asyncio.to_thread(_report, services, sale_id)
+        reserved = report["skus"]["A"]["reserved"]  # type: ignore[index]
+        if reserved == units:
+            return
+        assert time.monotonic() < deadline, f"reserved {reserved}, waited for {units}"
+        await asyncio.sleep(0.05)
+
+
 def test_kafka_unreachable_answers_outcome_unknown_and_the_reaper_settles_it(
     services: Services,
 ) -> None:
@@ -54,7 +67,8 @@ def test_kafka_unreachable_answers_outcome_unknown_and_the_reaper_settles_it(
                     for i in range(3)
                 ),
             ]
-            await asyncio.sleep(0.5)  # all four are now waiting on Kafka
+            await _wait_reserved(services, sale_id, 4, timeout_s=10)
+            assert not any(task.done() for task in slow), "the produce must still be in flight"
             started = time.monotonic()
             shed = await asyncio.gather(*(client.order(sale_id=sale_id) for _ in range(3)))
             assert time.monotonic() - started < 1.0, "the in-flight cap must answer at once"
@@ -122,8 +136,8 @@ def test_killed_gateway_does_not_leak_stock(services: Services) -> None:
     async def hang() -> None:
         async with Client(services.env.gateway_url) as client:
             pending = asyncio.create_task(client.order(sale_id=sale_id, quantity=2))
-            await asyncio.sleep(0.5)
-            assert not pending.done()
+            await _wait_reserved(services, sale_id, 2, timeout_s=10)
+            assert not pending.done(), "the produce must still be in flight"
             dead_kafka.kill()  # SIGKILL between reservation and Kafka's ack
             await asyncio.gather(pending, return_exceptions=True)
 
@@ -159,8 +173,8 @@ def test_failed_retry_of_a_dead_gateways_order_keeps_its_units(services: Service
     async def killed_mid_produce() -> None:
         async with Client(services.env.gateway_url) as client:
             pending = asyncio.create_task(client.order(headers=key, sale_id=sale_id, quantity=2))
-            await asyncio.sleep(0.5)
-            assert not pending.done()
+            await _wait_reserved(services, sale_id, 2, timeout_s=10)
+            assert not pending.done(), "the produce must still be in flight"
             first.kill()
             await asyncio.gather(pending, return_exceptions=True)
 
@@ -194,17 +208,23 @@ def test_sigterm_mid_burst_loses_nothing_accepted(services: Services) -> None:
     topic = env.variables["FLASHGATE_KAFKA_ORDERS_TOPIC"]
     before = topic_size(bootstrap, topic)
 
-    async def burst() -> list[Answer | BaseException]:
+    async def burst() -> tuple[list[Answer | BaseException], int]:
         async with Client(env.gateway_url, connections=50) as client:
             tasks = [
                 asyncio.create_task(client.order(sale_id=sale_id, user_id=f"u{i}"))
                 for i in range(400)
             ]
-            await asyncio.sleep(0.3)
+            # Mid-burst means some orders answered and others not yet: SIGTERM then.
+            deadline = time.monotonic() + 20
+            while sum(task.done() for task in tasks) < 20:
+                assert time.monotonic() < deadline, "the gateway answered too few orders"
+                await asyncio.sleep(0.005)
+            unanswered = sum(not task.done() for task in tasks)
             gateway.send(signal.SIGTERM)
-            return await asyncio.gather(*tasks, return_exceptions=True)
+            return await asyncio.gather(*tasks, return_exceptions=True), unanswered
 
-    answers = asyncio.run(burst())
+    answers, unanswered = asyncio.run(burst())
+    assert unanswered > 0, "the whole burst was answered before SIGTERM: it tested nothing"
     assert gateway.wait(20) == 0
     accepted = [a for a in answers if isinstance(a, Answer) and a.status == 202]
     kinds = Counter(a.status if isinstance(a, Answer) else type(a).__name__ for a in answers)

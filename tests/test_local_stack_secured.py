@@ -20,6 +20,8 @@ from tests.services import http_json, wait_until
 from tests.test_local_stack import _post, _request, _stack_env
 
 
+# Above its own bounds (up 150 s, stored 30 s, the stop 60 s, the kill 30 s).
+@pytest.mark.timeout(150 + 30 + 60 + 30 + 60)
 def test_up_with_sasl_ssl_serves_orders_and_refuses_plaintext(
     tmp_path: Path, kafka_libs: Path
 ) -> None:
