@@ -57,7 +57,7 @@ GOALS: dict[str, list[tuple[str, str, str]]] = {
             "produce loop's records/s: what the HTTP path costs",
             "",
         ),
-        ("ratio", "the same figure, as saved by runs before its rename", ""),
+        ("ratio", "the gateway row over the bare loop (saved under its old name)", ""),
     ],
     "B7": [
         (
