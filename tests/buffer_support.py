@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import (
-    AdminClient,
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import (  # not re-exported for mypy
     AlterConfigOpType,
     ConfigEntry,
     ConfigResource,
-    ResourceType,
 )
+from confluent_kafka.admin._resource import ResourceType
 
 from flashgate.ids import new_order_id
 from flashgate.kafka.config import admin_config, producer_config, reader_config
