@@ -9,6 +9,7 @@ from flashgate.admission.idempotency import IdempotencyStore
 from flashgate.order_status import OrderStatusStore
 from flashgate.redis_client import RedisClient
 from flashgate.settings import Settings
+from gateway.backlog_guard import BacklogGuard
 from gateway.metrics import GatewayMetrics
 from gateway.producer import OrderProducer
 from gateway.settle import Settler
@@ -26,3 +27,4 @@ class GatewayContext:
     settler: Settler
     sold_out: SoldOutCache
     metrics: GatewayMetrics
+    guard: BacklogGuard

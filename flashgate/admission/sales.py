@@ -6,7 +6,7 @@ stock per SKU. Fields a definition leaves out come from the `[sales]` settings.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -45,6 +45,11 @@ class SaleDefinition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     per_order_max: Annotated[int, msgspec.Meta(ge=1, le=PER_ORDER_MAX_LIMIT)] | None = None
     per_user_max: Annotated[int, msgspec.Meta(ge=0, le=10**9)] | None = None
     rates: RatesSpec | None = None
+    # The backlog guard (gateway/backlog_guard.py): deliver this sale's orders within this
+    # many seconds (on top of the buffer's own limit), and what to do when the projection
+    # says they would not be: refuse (503 backlog_full) or accept and let the alerts tell.
+    deliver_within_s: Annotated[int, msgspec.Meta(ge=1, le=10**8)] | None = None
+    on_backlog_full: Literal["refuse", "accept"] = "refuse"
 
 
 class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -58,6 +63,8 @@ class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
     user_burst: int
     ip_rate: float
     ip_burst: int
+    deliver_within_s: int = 0  # 0: only the buffer's own limit
+    on_backlog_full: str = "refuse"
 
     @classmethod
     def resolve(cls, definition: SaleDefinition, defaults: SalesSettings) -> SaleConfig:
@@ -82,6 +89,8 @@ class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
             user_burst=user.burst,
             ip_rate=ip.per_second,
             ip_burst=ip.burst,
+            deliver_within_s=definition.deliver_within_s or 0,
+            on_backlog_full=definition.on_backlog_full,
         )
 
     def as_rates(self) -> dict[str, dict[str, float | int]]:
@@ -112,6 +121,8 @@ class SaleReport(msgspec.Struct, frozen=True, kw_only=True):
     # Records dead-lettered by the drain's fence: written after their order was
     # settled "not stored" (see order_consumer/fence.py).
     fenced_orders: int = 0
+    deliver_within_s: int | None = None
+    on_backlog_full: str = "refuse"
 
 
 _encoder = msgspec.json.Encoder()
@@ -182,6 +193,8 @@ class SaleStore:
             user_burst=int(fields["user_burst"]),
             ip_rate=float(fields["ip_rate"]),
             ip_burst=int(fields["ip_burst"]),
+            deliver_within_s=int(fields.get("deliver_within_s", "0")),
+            on_backlog_full=fields.get("on_backlog_full", "refuse"),
         )
         loaded, reserved = _ints(loaded_raw), _ints(reserved_raw)
         accepted, counters = _ints(accepted_raw), _ints(counters_raw)
@@ -205,4 +218,6 @@ class SaleStore:
             delivered_orders=counters.get("delivered_orders", 0),
             fenced_orders=counters.get("fenced_orders", 0),
             pending_reservations=int(pending),
+            deliver_within_s=config.deliver_within_s or None,
+            on_backlog_full=config.on_backlog_full,
         )

@@ -32,3 +32,9 @@ def lost_key(group_id: str) -> str:
 def lost_ranges_key(group_id: str) -> str:
     """List of the lost offset ranges, newest last (JSON of `flashgate.drain.losses.LostRange`)."""
     return f"{_tag(group_id)}:lost-ranges"
+
+
+def projection_key(group_id: str) -> str:
+    """The backlog projection one gateway computed for all, at most a second old
+    (gateway/backlog_guard.py)."""
+    return f"{_tag(group_id)}:projection"
