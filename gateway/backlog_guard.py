@@ -86,6 +86,12 @@ class BacklogGuard:
         self._key = projection_key(settings.drain.group_id)
         self._retention_s = settings.kafka.retention_ms / 1000
         self._limit_s = self._retention_s - settings.gateway.buffer_safety_s
+        if self._limit_s <= 0:
+            log.warning(
+                "[gateway] buffer_safety_s (%d s) is not below the retention (%g s): every "
+                "order of a sale with on_backlog_full = refuse is refused",
+                settings.gateway.buffer_safety_s, self._retention_s,
+            )  # fmt: skip
         self._shared: SharedProjection | None = None
         self._fetched_at = -math.inf
         self._refreshing: asyncio.Task[None] | None = None
