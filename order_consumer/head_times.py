@@ -18,11 +18,19 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 REFRESH_S = 2.0
 READ_TIMEOUT_S = 1.0
+LEAN_FETCH = {
+    "max.partition.fetch.bytes": 64 * 1024,
+    "fetch.max.bytes": 1024 * 1024,
+    "queued.min.messages": 1,
+    "queued.max.messages.kbytes": 1024,
+    "enable.partition.eof": False,
+}
 
 
 class HeadTimes:
     def __init__(self, config: dict[str, Any], topic: str) -> None:
-        self._consumer = Consumer(config)
+        # One record per partition is all it wants: small fetches, no prefetching.
+        self._consumer = Consumer({**config, **LEAN_FETCH})
         self._topic = topic
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="head-times")
         # partition -> (offset read, its create time in unix seconds, when read)
