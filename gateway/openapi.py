@@ -100,7 +100,9 @@ def build_openapi() -> dict[str, Any]:
                     "reason": {
                         "type": "string",
                         "description": "why it failed; `not_stored`: its record was proven "
-                        "absent from Kafka and its units returned (never delivered)",
+                        "absent from Kafka and its units returned (never delivered); "
+                        "`expired_in_buffer`: Kafka's retention deleted its record before "
+                        "the drain delivered it",
                     },
                     "position": {
                         "type": "integer",
