@@ -70,6 +70,8 @@ class BacklogFull:
     limit_s: float
     retry_after_s: int
     refuse: bool
+    # When the projection this answer comes from was computed (unix seconds).
+    projected_at: float
 
 
 _encoder = msgspec.json.Encoder()
@@ -117,7 +119,8 @@ class BacklogGuard:
         else:
             waiting = seconds_until_fits(projection, limit)
             retry = PAUSED_RETRY_AFTER_S if waiting is None else max(1, math.ceil(waiting))
-        return BacklogFull(delivered, limit, retry, policy.on_full != ON_FULL_ACCEPT)
+        refuse = policy.on_full != ON_FULL_ACCEPT
+        return BacklogFull(delivered, limit, retry, refuse, projection.computed_at)
 
     async def _current(self) -> SharedProjection | None:
         now = time.monotonic()

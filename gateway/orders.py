@@ -334,6 +334,11 @@ async def _guard_backlog(context: GatewayContext, sale_id: str) -> None:
         f"the order would be delivered {when}, beyond the {full.limit_s:.0f} s the buffer "
         "holds it safely; retry after Retry-After",
         headers={"Retry-After": str(full.retry_after_s)},
+        extra={
+            "delivered_in_s": full.delivered_in_s,
+            "limit_s": full.limit_s,
+            "projected_at": full.projected_at,
+        },
     )
 
 
