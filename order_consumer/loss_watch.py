@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LOG_START_TIMEOUT_S = 5.0
 RETRY_S = 1.0
+MAX_ATTEMPTS = 60
 
 
 class LogStarts:
@@ -64,13 +65,21 @@ class LossWatch:
     async def run(self) -> None:
         while True:
             partition, expected, polled = await self._gaps.get()
-            while True:
+            for attempt in range(1, MAX_ATTEMPTS + 1):
                 try:
                     await self._settle(partition, expected, polled)
                     break
-                except Exception as exc:  # Kafka or Redis away: retry, never drop a gap
-                    log.warning("lost offsets of partition %d not recorded yet: %r", partition, exc)
-                    await asyncio.sleep(RETRY_S)
+                except Exception as exc:  # Kafka or Redis away: retry
+                    if attempt == MAX_ATTEMPTS:
+                        # Still loud, so that a later gap is not held up behind this one.
+                        log.error(
+                            "%s[%d]: offsets %d-%d were skipped and could not be checked or "
+                            "recorded: %r", self._topic, partition, expected, polled - 1, exc,
+                        )  # fmt: skip
+                    else:
+                        log.warning("skipped offsets of partition %d not recorded yet: %r",
+                                    partition, exc)  # fmt: skip
+                        await asyncio.sleep(RETRY_S)
 
     async def _settle(self, partition: int, expected: int, polled: int) -> None:
         start = await self._log_starts.get(partition)
