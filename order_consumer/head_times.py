@@ -30,7 +30,7 @@ LEAN_FETCH = {
 class HeadTimes:
     def __init__(self, config: dict[str, Any], topic: str) -> None:
         # One record per partition is all it wants: small fetches, no prefetching.
-        self._consumer = Consumer({**config, **LEAN_FETCH})
+        self._consumer = Consumer(config | LEAN_FETCH)
         self._topic = topic
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="head-times")
         # partition -> (offset read, its create time in unix seconds, when read)
