@@ -57,6 +57,7 @@ USER_RATE_PER_S = 1.0
 USER_BURST = 3
 IP_RATE_PER_S = 200.0
 IP_BURST = 400
+BUFFER_SAFETY_S = 6 * 3600
 
 
 class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -90,6 +91,9 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     reaper_interval_s: float = REAPER_INTERVAL_S
     # Per-IP limits use the X-Forwarded-For client (only behind a trusted proxy).
     trust_forwarded_for: bool = False
+    # Refuse (503 backlog_full) an order the drain would deliver later than the topic's
+    # retention minus this (see flashgate.drain.projection); a sale may ask for less.
+    buffer_safety_s: int = BUFFER_SAFETY_S
 
 
 class AdminSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

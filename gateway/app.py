@@ -34,6 +34,7 @@ from flashgate.redis_client import RedisClient, create_redis, describe
 from flashgate.redis_scripts.loader import RedisScripts, Replication
 from flashgate.settings import RedisSettings, Settings
 from gateway.auth import BearerAuth
+from gateway.backlog_guard import BacklogGuard
 from gateway.context import GatewayContext
 from gateway.drain_metrics import DrainGauges
 from gateway.header_limit import HeaderLimit
@@ -126,6 +127,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             settler=settler,
             sold_out=sold_out_cache,
             metrics=metrics,
+            guard=BacklogGuard(redis, settings),
         )
         app.state.context = context
         app.state.readiness = ReadinessProbe(context)

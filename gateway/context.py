@@ -10,6 +10,7 @@ from flashgate.kafka.producer import KafkaProducer
 from flashgate.order_status import OrderStatusStore
 from flashgate.redis_client import RedisClient
 from flashgate.settings import Settings
+from gateway.backlog_guard import BacklogGuard
 from gateway.metrics import GatewayMetrics
 from gateway.settle import Settler
 from gateway.soldout import SoldOutCache
@@ -26,3 +27,4 @@ class GatewayContext:
     settler: Settler
     sold_out: SoldOutCache
     metrics: GatewayMetrics
+    guard: BacklogGuard

@@ -18,6 +18,14 @@ group-wide values, so alerts aggregate them with `max by (group)`.
 - `flashgate_drain_backend_refusing{group,status,message}`: 1 while the backend refuses
   every order (401, 403, 404..., a storm of one status; status 0 = TLS), with its answer;
   absent otherwise. The drain holds (nothing is dead-lettered for it) until someone acts.
+- `flashgate_drain_headroom_seconds{group}`: retention minus the oldest undelivered
+  order's projected age at delivery (`flashgate.drain.projection`); falls while paused
+- `flashgate_drain_buffer_safety_seconds{group}`: the gateway's `buffer_safety_s`
+- `flashgate_drain_oldest_order_age_seconds{group}`: age of the oldest undelivered order
+- `flashgate_drain_admitted_delivery_seconds{group}`: when an order admitted now would be
+  delivered (absent while the projection says never)
+- `flashgate_drain_lost_orders_total{group}`: accepted orders Kafka deleted before
+  delivery (order_consumer/loss_watch.py); should stay 0
 
 No sample is exported while Redis cannot be read: a stale backlog would keep an
 alert quiet, and the gateway's own readiness already reports Redis down.
@@ -29,12 +37,11 @@ import math
 import time
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from flashgate.drain import progress
-from flashgate.drain.control import DrainControl
+from flashgate.drain import outlook, progress
 from flashgate.settings import Settings
 
 REFUSAL_LABEL_MAX_CHARS = 120
@@ -44,20 +51,23 @@ class DrainGauges:
     """A prometheus-client collector refreshed by `refresh()` before each scrape renders."""
 
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._group = settings.drain.group_id
         self._configured_rate = settings.drain.rate_per_s
         self._retention_s = settings.kafka.retention_ms / 1000
         self._values: dict[str, float] = {}
         self._refusal: progress.BackendRefusal | None = None
+        self._lost: float | None = None
 
     async def refresh(self, redis: Redis) -> None:
         try:
-            override = await DrainControl(redis, self._group).get()
-            state = await progress.read(redis, self._group)
+            seen = await outlook.read(redis, self._settings)
         except (RedisError, OSError):
             self._values = {}
             self._refusal = None
+            self._lost = None
             return
+        override, state, projection = seen.override, seen.progress, seen.projection
         self._refusal = state.backend_refusal if state is not None else None
         reporting = state is not None and state.consumers > 0
         configured = self._configured_rate
@@ -78,7 +88,14 @@ class DrainGauges:
             "flashgate_drain_paused": 1.0 if override.paused else 0.0,
             "flashgate_drain_consumers": float(state.consumers if state is not None else 0),
             "flashgate_drain_retention_seconds": self._retention_s,
+            "flashgate_drain_headroom_seconds": projection.headroom_s,
+            "flashgate_drain_buffer_safety_seconds": float(self._settings.gateway.buffer_safety_s),
+            "flashgate_drain_oldest_order_age_seconds": projection.oldest_age_s,
         }
+        if projection.admitted_delivered_in_s is not None:
+            delivery = projection.admitted_delivered_in_s
+            self._values["flashgate_drain_admitted_delivery_seconds"] = delivery
+        self._lost = float(seen.losses.total)
         if override.paused_at is not None:
             paused_s = max(0.0, time.time() - override.paused_at)
             self._values["flashgate_drain_paused_seconds"] = paused_s
@@ -98,6 +115,14 @@ class DrainGauges:
                 gauge = GaugeMetricFamily(name, _HELP[name], labels=["group"])
                 gauge.add_metric([self._group], value)
                 yield gauge
+        if self._lost is not None:
+            lost = CounterMetricFamily(
+                "flashgate_drain_lost_orders",
+                "Accepted orders Kafka deleted before the drain delivered them",
+                labels=["group"],
+            )
+            lost.add_metric([self._group], self._lost)
+            yield lost
 
 
 _HELP = {
@@ -109,4 +134,8 @@ _HELP = {
     "flashgate_drain_paused_seconds": "How long the current pause has lasted",
     "flashgate_drain_consumers": "Consumers that reported in the last few seconds",
     "flashgate_drain_retention_seconds": "Retention of the orders topic the group drains",
+    "flashgate_drain_headroom_seconds": "Retention minus the oldest order's age at delivery",
+    "flashgate_drain_buffer_safety_seconds": "Headroom below which admission refuses orders",
+    "flashgate_drain_oldest_order_age_seconds": "Age of the oldest undelivered order",
+    "flashgate_drain_admitted_delivery_seconds": "When an order admitted now would be delivered",
 }

@@ -26,7 +26,7 @@ ERROR_CODES = {
     431: ["headers_too_large"],
     422: ["validation_error", "idempotency_key_reused"],
     429: ["rate_limited"],
-    503: ["unavailable", "outcome_unknown"],
+    503: ["unavailable", "outcome_unknown", "backlog_full"],
 }
 _DESCRIPTIONS = {
     400: "The body is not JSON.",
@@ -49,7 +49,11 @@ _DESCRIPTIONS = {
     "`outcome_unknown`: Kafka's answer for this order is unknown (timed out in flight); "
     "the body carries `order_id` and `status_url`, the units stay reserved, and the "
     "status settles to `accepted` or `failed` (`not_stored`); a retry with the same "
-    "Idempotency-Key gets the settled answer (the same 503 while pending).",
+    "Idempotency-Key gets the settled answer (the same 503 while pending). "
+    "`backlog_full`: the drain would deliver an order admitted now later than the "
+    "buffer holds it safely (retention minus `buffer_safety_s`, or the sale's "
+    "`deliver_within_s`); nothing was reserved; `Retry-After` is when it would fit, "
+    "from the drain's schedule.",
 }
 
 
@@ -102,7 +106,9 @@ def build_openapi() -> dict[str, Any]:
                     "reason": {
                         "type": "string",
                         "description": "why it failed; `not_stored`: its record was proven "
-                        "absent from Kafka and its units returned (never delivered)",
+                        "absent from Kafka and its units returned (never delivered); "
+                        "`expired_in_buffer`: Kafka's retention deleted its record before "
+                        "the drain delivered it",
                     },
                     "position": {
                         "type": "integer",

@@ -3,8 +3,10 @@
 While an order is still `accepted`, its position is estimated from the Kafka
 partition and offset stored at accept time and the progress consumers publish:
 the backlog before it in its own partition, times the number of partitions
-(keys spread orders evenly over them); `eta_seconds` divides that by the
-effective drain rate. Both are left out when no consumer reports progress.
+(keys spread orders evenly over them); `eta_seconds` is when the drain will have
+delivered that many, from the backlog projection (`flashgate.drain.outlook`: the
+schedule ahead, override, pause, adaptive limit), left out while it says never.
+Both are left out when no consumer reports progress.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Mapping
 from starlette.requests import Request
 from starlette.responses import Response
 
-from flashgate.drain import progress
+from flashgate.drain import outlook
 from flashgate.ids import is_order_id
 from flashgate.redis_client import RedisFailure
 from gateway.context import GatewayContext
@@ -48,15 +50,17 @@ async def get_order(request: Request) -> Response:
 
 async def _position(context: GatewayContext, partition: int, offset: int) -> Mapping[str, object]:
     try:
-        drain = await progress.read(context.redis, context.settings.drain.group_id)
+        seen = await outlook.read(context.redis, context.settings)
     except RedisFailure:
         return {}
+    drain = seen.progress
     if drain is None:
         return {}
     committed = drain.committed.get(partition, 0)
     partitions = max(len(drain.end_offsets), context.settings.kafka.partitions, 1)
     position = max(0, offset - committed) * partitions
     result: dict[str, object] = {"position": position}
-    if drain.effective_rate > 0 and not drain.paused:
-        result["eta_seconds"] = round(position / drain.effective_rate, 3)
+    eta = seen.seconds_until(position)
+    if eta is not None:
+        result["eta_seconds"] = round(eta, 3)
     return result

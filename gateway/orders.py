@@ -339,6 +339,31 @@ def _refusal(context: GatewayContext, order: OrderRequest, verdict: Verdict) -> 
     )
 
 
+async def _guard_backlog(context: GatewayContext, sale_id: str) -> None:
+    """503 `backlog_full` before reserving anything when the drain would deliver this
+    order after Kafka's retention allows (gateway/backlog_guard.py)."""
+    full = await context.guard.check(sale_id)
+    if full is None:
+        return
+    if not full.refuse:
+        context.metrics.decision("backlog_full_accepted")
+        return
+    context.metrics.decision("backlog_full")
+    when = "never" if full.delivered_in_s is None else f"in {full.delivered_in_s:.0f} s"
+    raise ApiError(
+        503,
+        "backlog_full",
+        f"the order would be delivered {when}, beyond the {full.limit_s:.0f} s the buffer "
+        "holds it safely; retry after Retry-After",
+        headers={"Retry-After": str(full.retry_after_s)},
+        extra={
+            "delivered_in_s": full.delivered_in_s,
+            "limit_s": full.limit_s,
+            "projected_at": full.projected_at,
+        },
+    )
+
+
 async def _admit_and_produce(
     context: GatewayContext, order: OrderRequest, ip: str, claim: Claim | None
 ) -> Answer:
@@ -348,6 +373,7 @@ async def _admit_and_produce(
         # so nothing is reserved; the cause is in the log and on /readyz.
         context.metrics.decision("unavailable")
         raise unavailable("orders cannot be stored right now; retry shortly", KAFKA_REFUSED_RETRY_S)
+    await _guard_backlog(context, order.sale_id)
     per_order_max = context.sold_out.lookup(order.sale_id, order.sku)
     if per_order_max is not None:
         if order.quantity > per_order_max:

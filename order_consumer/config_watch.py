@@ -17,10 +17,10 @@ from pathlib import Path
 import msgspec
 
 from flashgate.drain.control import DrainControl, DrainOverride
+from flashgate.drain.schedule import Schedule
 from flashgate.errors import ConfigError
 from flashgate.redis_client import RedisFailure
 from flashgate.settings import DrainSettings, Settings
-from order_consumer.schedule import Schedule
 
 log = logging.getLogger(__name__)
 

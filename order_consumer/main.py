@@ -17,7 +17,8 @@ import socket
 import uvloop
 
 from flashgate.drain.control import DrainControl
-from flashgate.kafka.config import admin_config, consumer_config, producer_config
+from flashgate.drain.losses import LossBook
+from flashgate.kafka.config import admin_config, consumer_config, producer_config, reader_config
 from flashgate.kafka.producer import KafkaProducer
 from flashgate.logs import configure_logging
 from flashgate.redis_client import create_redis
@@ -27,9 +28,11 @@ from order_consumer.backend_client import BackendClient, connection_for, shown_u
 from order_consumer.config_watch import ConfigWatch, settings_path
 from order_consumer.fence import RecordFence
 from order_consumer.group_limiter import SCRIPT, GroupLimiter
+from order_consumer.head_times import HeadTimes
 from order_consumer.health import ConsumerHealth, WatchedSource
 from order_consumer.health_server import HealthServer
 from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
+from order_consumer.loss_watch import LogStarts, LossWatch
 from order_consumer.status_writer import StatusWriter
 from order_consumer.worker import DrainWorker, Parts
 
@@ -45,6 +48,16 @@ async def run_consumer(settings: Settings) -> None:
     dlq = KafkaProducer(producer_config(settings.kafka, f"drain-{os.getpid()}-dlq"))
     watch = ConfigWatch(
         settings, DrainControl(redis, drain.group_id), path=settings_path(), load=load_settings
+    )
+
+    topic = settings.kafka.orders_topic
+    head_times = HeadTimes(
+        reader_config(settings.kafka, f"drain-{os.getpid()}-head", f"{drain.group_id}-head"), topic
+    )
+    losses = LossWatch(
+        LossBook(redis, drain.group_id, settings.redis.order_status_ttl_s),
+        LogStarts(admin_config(settings.kafka), topic),
+        topic,
     )
 
     health = ConsumerHealth(stuck_after_s=drain.health_stuck_after_s)
@@ -89,6 +102,8 @@ async def run_consumer(settings: Settings) -> None:
                     watch=watch,
                     redis=redis,
                     consumer_id=consumer_id,
+                    head_times=head_times,
+                    losses=losses,
                 ),
             )
             if health_server is not None:
@@ -112,6 +127,7 @@ async def run_consumer(settings: Settings) -> None:
     finally:
         if health_server is not None:
             await health_server.close()
+        await asyncio.to_thread(head_times.close)
         remaining = await asyncio.to_thread(dlq.close, DLQ_FLUSH_S)
         if remaining:
             log.error("%d dead letters still unacknowledged at exit", remaining)

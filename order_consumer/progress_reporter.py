@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 from flashgate.drain import progress
 from flashgate.redis_client import RedisClient
+from flashgate.settings import DrainSettings
+from order_consumer.head_times import HeadTimes
 from order_consumer.kafka_source import EndOffsets
 from order_consumer.offsets import OffsetTracker
 from order_consumer.rate_policy import RateDecision
@@ -76,12 +78,16 @@ class ProgressReporter:
         consumer_id: str,
         end_offsets: EndOffsets,
         tracker: OffsetTracker,
+        head_times: HeadTimes | None = None,
+        drain: Callable[[], DrainSettings] | None = None,
     ) -> None:
         self._redis = redis
         self._group_id = group_id
         self.consumer_id = consumer_id
         self._end_offsets = end_offsets
         self._tracker = tracker
+        self._head_times = head_times
+        self._drain = drain
 
     async def publish(self, snapshot: Snapshot) -> None:
         owned = sorted(self._tracker.partitions)
@@ -95,6 +101,11 @@ class ProgressReporter:
             done = offsets.watermark()
             # Nothing read and nothing committed yet: all of the partition is still to come.
             partitions[partition] = (min(done, end) if done is not None else 0, end)
+        oldest: dict[int, float] = {}
+        if self._head_times is not None:
+            waiting = {p: done for p, (done, end) in partitions.items() if done < end}
+            oldest = await self._head_times.get(waiting)
+        drain = self._drain() if self._drain is not None else None
         decision = snapshot.decision
         report = progress.ConsumerReport(
             consumer_id=self.consumer_id,
@@ -114,8 +125,11 @@ class ProgressReporter:
             fenced_total=snapshot.fenced_total,
             refusal_status=snapshot.refusal_status,
             refusal=snapshot.refusal,
+            windows=list(drain.schedule) if drain is not None else [],
+            timezone=drain.timezone if drain is not None else "UTC",
+            rate_per_s=drain.rate_per_s if drain is not None else None,
         )
-        await progress.publish(self._redis, self._group_id, report, partitions)
+        await progress.publish(self._redis, self._group_id, report, partitions, oldest)
 
     async def withdraw(self) -> None:
         await progress.withdraw(self._redis, self._group_id, self.consumer_id)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flashgate.drain.control import DrainOverride
-from order_consumer.schedule import Ceiling
+from flashgate.drain.schedule import Ceiling
 
 REASON_SCHEDULE = "schedule"
 REASON_OVERRIDE = "override"

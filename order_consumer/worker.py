@@ -53,7 +53,9 @@ from order_consumer.dead_letters import DeadLetterSender
 from order_consumer.delivery import Abandoned, Backend, Delivered, Deliverer, DeliveryState
 from order_consumer.fence import FENCED_REASON, RecordFence
 from order_consumer.group_limiter import GroupLimiter
+from order_consumer.head_times import HeadTimes
 from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
+from order_consumer.loss_watch import LossWatch
 from order_consumer.offsets import OffsetTracker, PartitionOffsets
 from order_consumer.progress_reporter import DeliveryMeter, ProgressReporter, Snapshot
 from order_consumer.rate_control import RateControl
@@ -113,6 +115,9 @@ class Parts:
     watch: ConfigWatch
     redis: RedisClient
     consumer_id: str
+    # The buffer's watch (issue 15): oldest record times, losses to retention.
+    head_times: HeadTimes | None = None
+    losses: LossWatch | None = None
 
 
 class DrainWorker:
@@ -158,9 +163,11 @@ class DrainWorker:
         self._meter = DeliveryMeter()
         self.counters = DrainCounters()
         self._source = parts.source_factory(self)
+        self._losses = parts.losses
         self._reporter = ProgressReporter(
-            parts.redis, self._drain.group_id, parts.consumer_id, parts.end_offsets, self._tracker
-        )
+            parts.redis, self._drain.group_id, parts.consumer_id, parts.end_offsets, self._tracker,
+            parts.head_times, lambda: self._watch.drain,
+        )  # fmt: skip
 
     def stop(self) -> None:
         """Finish the requests on the wire, commit, and return from run()."""
@@ -182,6 +189,8 @@ class DrainWorker:
             self._spawn(self._limiter.run(), "limiter"),
             self._spawn(self._statuses.run(), "status writer"),
         ]
+        if self._losses is not None:
+            background.append(self._spawn(self._losses.run(), "loss watch"))
         try:
             while not self._stopping.is_set():
                 await self._flow_control()
@@ -298,6 +307,8 @@ class DrainWorker:
         if offsets is None:
             # Assigned without our callback seeing it (should not happen): track from here.
             offsets = self._tracker.assign(partition, None)
+        if self._losses is not None:
+            self._losses.observe(partition, offsets.next_fetch, message.offset() or 0)
         if not offsets.add(message.offset() or 0):
             return
         job = Job(message, offsets)

@@ -36,6 +36,9 @@ def running_broker(kafka_libs: Path, data_dir: Path) -> Iterator[KafkaBroker]:
         libs_dir=kafka_libs,
         heap_mb=TEST_BROKER_HEAP_MB,
         cluster_id=new_cluster_id(kafka_libs),
+        # Retention checked every second (not 5 minutes), so a test topic of short
+        # retention loses its old records within the test (tests/test_buffer_*.py).
+        overrides={"log.retention.check.interval.ms": "1000", "log.initial.task.delay.ms": "0"},
     )
     broker.format_storage()
     broker.start(data_dir / "broker.log")

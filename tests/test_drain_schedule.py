@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from flashgate.drain.control import DrainOverride
+from flashgate.drain.schedule import Schedule, parse_window
 from flashgate.errors import ConfigError
 from order_consumer.rate_policy import decide
-from order_consumer.schedule import Schedule, parse_window
 
 PARIS = ZoneInfo("Europe/Paris")
 DAY_NIGHT = ["09:00-23:00=100", "23:00-09:00=1000"]

@@ -168,6 +168,7 @@ def test_a_file_that_cannot_be_read_is_refused_when_a_client_is_built(
         ('"socket.timeout.ms" = "soon"', 'configuration property "socket.timeout.ms"'),
         ('"enable.idempotence" = false', "[kafka.client] enable.idempotence: set by flashgate"),
         ('"sasl.password" = "x"', "[kafka.client] sasl.password: set by flashgate"),
+        ('"auto.offset.reset" = "latest"', "[kafka.client] auto.offset.reset: set by flashgate"),
         ('"ssl.key.password" = "x"', "[kafka.client] ssl.key.password holds a secret"),
     ],
 )

@@ -90,3 +90,42 @@ def test_commands_say_when_the_stack_is_not_running(tmp_path: Path) -> None:
         assert result.returncode == 1
         assert "the stack is not running" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_plan_follows_the_schedule_ahead() -> None:
+    from datetime import UTC, datetime
+
+    from flashgate.drain.schedule import Schedule
+
+    # 10/s until 13:00, 100/s after: 36,000 in the first hour, 64,000 more in 640 s.
+    schedule = Schedule.parse(["12:00-13:00=10"], "UTC", 100)
+    noon = datetime(2026, 12, 3, 12, tzinfo=UTC).timestamp()
+    plan = make_plan(burst=100_000, rate_per_s=None, schedule=schedule, start=noon)
+    assert plan.drain_seconds == pytest.approx(3600 + 640)
+    assert plan.rate_per_s == pytest.approx(100_000 / 4240)
+    short = make_plan(burst=100_000, rate_per_s=None, schedule=schedule, start=noon,
+                      retention_s=4000)  # fmt: skip
+    assert not short.buffer_holds
+
+
+def test_status_shows_headroom_and_losses_in_red() -> None:
+    from rich.console import Console
+
+    from flashgate.ops.status_view import render
+
+    drain = {
+        "effective_rate": 0, "reason": "paused", "paused": True, "configured_rate": 100,
+        "backlog": 500, "eta_seconds": None, "lost_orders": 24,
+        "lost_ranges": [{"partition": 2, "first": 3, "end": 8}],
+        "buffer": {"admitted_delivered_in_s": None, "oldest_age_s": 90000.0,
+                   "headroom_s": 3600.0, "safety_s": 21600, "retention_s": 259200},
+    }  # fmt: skip
+    console = Console(record=True, width=120, color_system="standard", file=io.StringIO())
+    console.print(render(drain, StatusTracker()))
+    styled = console.export_text(styles=True, clear=False)
+    text = console.export_text()
+    assert "never (paused or rate 0)" in text
+    assert "1h 0m 0s" in text and "1d 1h 0m 0s" in text
+    assert "24 orders (p2 3-7)" in text
+    red = [line for line in styled.splitlines() if "\x1b[1;31m" in line]
+    assert len(red) == 2 and "headroom" in red[0] and "LOST" in red[1], red

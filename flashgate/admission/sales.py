@@ -53,6 +53,11 @@ class SaleDefinition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     per_order_max: Annotated[int, msgspec.Meta(ge=1, le=PER_ORDER_MAX_LIMIT)] | None = None
     per_user_max: Annotated[int, msgspec.Meta(ge=0, le=10**9)] | None = None
     rates: RatesSpec | None = None
+    # The backlog guard (gateway/backlog_guard.py): deliver this sale's orders within this
+    # many seconds (on top of the buffer's own limit), and what to do when the projection
+    # says they would not be: refuse (503 backlog_full) or accept and let the alerts tell.
+    deliver_within_s: Annotated[int, msgspec.Meta(ge=1, le=10**8)] | None = None
+    on_backlog_full: Literal["refuse", "accept"] = "refuse"
     # Before opens_at: 409 sale_not_open with Retry-After; from closes_at on: 410.
     opens_at: Instant | None = None
     closes_at: Instant | None = None
@@ -93,6 +98,8 @@ class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
     # Keys the fair start's tickets (a hash of salt and order id): unknown outside Redis,
     # so nobody can tell which order ids would draw well. Made anew by every load.
     lottery_salt: str = ""
+    deliver_within_s: int = 0  # 0: only the buffer's own limit
+    on_backlog_full: str = "refuse"
 
     @classmethod
     def resolve(cls, definition: SaleDefinition, defaults: SalesSettings) -> SaleConfig:
@@ -121,6 +128,8 @@ class SaleConfig(msgspec.Struct, frozen=True, kw_only=True):
             closes_at_ms=_epoch_ms(definition.closes_at),
             fair_start_ms=definition.fair_start_ms,
             lottery_salt=secrets.token_hex(16) if definition.fair_start_ms else "",
+            deliver_within_s=definition.deliver_within_s or 0,
+            on_backlog_full=definition.on_backlog_full,
         )
 
     def as_rates(self) -> dict[str, dict[str, float | int]]:
@@ -158,6 +167,8 @@ class SaleReport(msgspec.Struct, frozen=True, kw_only=True):
     seconds_to_open: float | None = None
     seconds_to_close: float | None = None
     fair_start_ms: int = 0
+    deliver_within_s: int | None = None
+    on_backlog_full: str = "refuse"
 
 
 _encoder = msgspec.json.Encoder()
@@ -240,6 +251,8 @@ class SaleStore:
             opens_at_ms=int(fields.get("opens_at_ms", 0)),
             closes_at_ms=int(fields.get("closes_at_ms", 0)),
             fair_start_ms=int(fields.get("fair_start_ms", 0)),
+            deliver_within_s=int(fields.get("deliver_within_s", "0")),
+            on_backlog_full=fields.get("on_backlog_full", "refuse"),
         )
         now_ms = int(seconds) * 1000 + int(micros) // 1000
         loaded, reserved = _ints(loaded_raw), _ints(reserved_raw)
@@ -266,6 +279,8 @@ class SaleStore:
             pending_reservations=int(pending),
             fair_start_ms=config.fair_start_ms,
             **_schedule(config, skus, now_ms),
+            deliver_within_s=config.deliver_within_s or None,
+            on_backlog_full=config.on_backlog_full,
         )
 
 

@@ -49,6 +49,9 @@ OWNED_PROPERTIES = frozenset(
         "message.timeout.ms",
         "delivery.timeout.ms",
         "enable.auto.offset.store",
+        # "latest" would skip deleted records silently; the drain's loss watch needs
+        # "earliest" to see the gap (order_consumer/loss_watch.py).
+        "auto.offset.reset",
         "isolation.level",
         "error_cb",
         "logger",

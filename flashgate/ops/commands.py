@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from flashgate.drain.schedule import Schedule
 from flashgate.errors import FlashgateError
 from flashgate.ops.admin_client import AdminClient, read_sale_file
 from flashgate.ops.plan import human_bytes, human_duration, make_plan
@@ -116,12 +117,16 @@ def _span(seconds: float) -> str:
 
 
 def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
+    drain = settings.drain
     plan = make_plan(
         burst=args.burst,
         rate_per_s=args.rate,
         order_bytes=args.order_bytes,
         replication=args.replication or settings.kafka.replication_factor,
         retention_s=settings.kafka.retention_ms // 1000,
+        # Without --rate: the settings' schedule, from now on.
+        schedule=Schedule.parse(drain.schedule, drain.timezone, drain.rate_per_s),
+        start=time.time(),
     )
     if args.json:
         print(msgspec.json.encode(plan).decode())
@@ -130,7 +135,8 @@ def cmd_plan(args: argparse.Namespace, settings: Settings) -> int:
     table.add_column(style="bold")
     table.add_column()
     table.add_row("orders", f"{plan.burst:,} of ~{plan.order_bytes} B")
-    table.add_row("drain rate", f"{plan.rate_per_s:,g}/s")
+    source = "" if args.rate is not None else " (the settings' schedule from now, on average)"
+    table.add_row("drain rate", f"{plan.rate_per_s:,.6g}/s{source}")
     table.add_row("drain time", human_duration(plan.drain_seconds))
     table.add_row(
         "Kafka disk",
@@ -168,7 +174,9 @@ def add_ops_commands(commands: argparse._SubParsersAction[argparse.ArgumentParse
 
     plan = commands.add_parser("plan", help="drain time and Kafka disk for a burst")
     plan.add_argument("--burst", type=int, required=True, help="orders in the burst")
-    plan.add_argument("--rate", type=float, required=True, help="drain rate, orders/s")
+    plan.add_argument(
+        "--rate", type=float, help="drain rate, orders/s (default: the settings' schedule)"
+    )
     plan.add_argument("--order-bytes", type=int, default=300, help="bytes per order record")
     plan.add_argument("--replication", type=int, default=0, help="default: from the settings")
     plan.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,7 +1,9 @@
 """`flashgate plan`: how long a burst takes to drain and what Kafka must hold meanwhile.
 
 Pure arithmetic, so ops can answer "does the 3-day buffer hold this sale?" before
-it starts. Kafka's on-disk size per record is the value plus the record and
+it starts. The drain time is the backlog projection's (`flashgate.drain.projection`,
+the same arithmetic the gateway's admission guard and `flashgate status` use), at a
+flat rate. Kafka's on-disk size per record is the value plus the record and
 batch overhead (about 70 bytes uncompressed per record in small batches; less
 in big ones), times the replication factor.
 """
@@ -11,6 +13,9 @@ from __future__ import annotations
 import math
 
 import msgspec
+
+from flashgate.drain.projection import BacklogState, RateInputs, project
+from flashgate.drain.schedule import Schedule
 
 RECORD_OVERHEAD_BYTES = 70
 DEFAULT_ORDER_BYTES = 300
@@ -32,15 +37,36 @@ class Plan(msgspec.Struct, frozen=True):
 
 def make_plan(
     burst: int,
-    rate_per_s: float,
+    rate_per_s: float | None,
     order_bytes: int = DEFAULT_ORDER_BYTES,
     replication: int = 1,
     retention_s: int = DEFAULT_RETENTION_S,
     compression_ratio: float = 1.0,
+    *,
+    schedule: Schedule | None = None,
+    start: float = 0.0,
 ) -> Plan:
-    if burst < 0 or rate_per_s <= 0 or order_bytes <= 0 or replication < 1:
-        raise ValueError("burst >= 0, rate > 0, order bytes > 0 and replication >= 1 needed")
-    drain_seconds = burst / rate_per_s
+    """A flat `rate_per_s`, or (rate None) the drain's `schedule` from unix time `start`."""
+    if rate_per_s is None and schedule is None:
+        raise ValueError("a rate or a schedule is needed")
+    if burst < 0 or (rate_per_s is not None and rate_per_s <= 0):
+        raise ValueError("burst >= 0 and rate > 0 needed")
+    if order_bytes <= 0 or replication < 1:
+        raise ValueError("order bytes > 0 and replication >= 1 needed")
+    if rate_per_s is not None:
+        schedule = Schedule.parse([], "UTC", rate_per_s)
+    assert schedule is not None
+    # The whole burst waiting at once, its oldest order just accepted.
+    projection = project(
+        BacklogState(backlog={0: burst}, oldest_at={0: start}),
+        schedule,
+        RateInputs(),
+        retention_s=retention_s,
+        now=start,
+    )
+    drain_seconds = projection.empty_in_s if projection.empty_in_s is not None else math.inf
+    if rate_per_s is None:  # the schedule's average over the drain
+        rate_per_s = burst / drain_seconds if 0 < drain_seconds < math.inf else 0.0
     per_replica = math.ceil(burst * (order_bytes * compression_ratio + RECORD_OVERHEAD_BYTES))
     return Plan(
         burst=burst,
@@ -51,7 +77,7 @@ def make_plan(
         drain_seconds=drain_seconds,
         kafka_bytes=per_replica * replication,
         kafka_bytes_per_replica=per_replica,
-        buffer_holds=drain_seconds <= retention_s,
+        buffer_holds=projection.headroom_s >= 0,
         headroom=retention_s / drain_seconds if drain_seconds > 0 else math.inf,
     )
 

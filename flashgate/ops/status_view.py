@@ -78,13 +78,38 @@ def render(drain: dict[str, Any], tracker: StatusTracker) -> RenderableType:
     backlog = int(drain.get("backlog") or 0)
     table.add_row("backlog", f"{backlog:,} orders")
     eta = drain.get("eta_seconds")
-    table.add_row("empty in", "—" if eta is None else human_duration(float(eta)))
+    table.add_row(
+        "empty in", "never (paused or rate 0)" if eta is None else human_duration(float(eta))
+    )
+    buffer = drain.get("buffer") or {}
+    if buffer:
+        admitted = buffer.get("admitted_delivered_in_s")
+        table.add_row(
+            "order now delivered in", "never" if admitted is None else human_duration(admitted)
+        )
+        table.add_row("oldest undelivered", human_duration(float(buffer["oldest_age_s"])))
+        headroom = float(buffer["headroom_s"])
+        low = headroom < float(buffer.get("safety_s") or 0)
+        table.add_row(
+            "retention headroom",
+            Text(_signed_duration(headroom), style="bold red" if low else ""),
+        )
+    lost = int(drain.get("lost_orders") or 0)
+    if lost:
+        ranges = ", ".join(
+            f"p{r['partition']} {r['first']}-{r['end'] - 1}" for r in drain.get("lost_ranges") or []
+        )
+        table.add_row("LOST to retention", Text(f"{lost:,} orders ({ranges})", style="bold red"))
 
     peak = max(tracker.peak_backlog, backlog, 1)
     done = peak - backlog
     bar = ProgressBar(total=peak, completed=done, width=40)
     caption = Text(f" drained {done:,} of {peak:,} seen since watching")
     return Group(table, Text(""), Group(bar, caption))
+
+
+def _signed_duration(seconds: float) -> str:
+    return ("-" if seconds < 0 else "") + human_duration(abs(seconds))
 
 
 def _num(value: Any) -> str:

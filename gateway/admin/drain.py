@@ -13,7 +13,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from flashgate.drain import progress
+from flashgate.drain import outlook
 from flashgate.drain.control import DrainControl
 from flashgate.redis_client import RedisFailure
 from flashgate.settings import Settings
@@ -38,9 +38,8 @@ _decoder = msgspec.json.Decoder(DrainUpdate)
 
 async def drain_state(request: Request) -> dict[str, Any]:
     settings: Settings = request.app.state.settings
-    control: DrainControl = request.app.state.drain_control
-    override = await control.get()
-    state = await progress.read(request.app.state.redis, settings.drain.group_id)
+    seen = await outlook.read(request.app.state.redis, settings)
+    override, state, projection = seen.override, seen.progress, seen.projection
     configured = settings.drain.rate_per_s
     if state is not None and state.configured_rate is not None:
         configured = state.configured_rate
@@ -61,12 +60,21 @@ async def drain_state(request: Request) -> dict[str, Any]:
         "schedule": state.schedule if state is not None else None,
         "backlog": state.backlog if state is not None else 0,
         "delivered_per_second": state.delivered_per_second if state is not None else 0.0,
-        "eta_seconds": state.eta_seconds if state is not None else None,
+        "eta_seconds": projection.empty_in_s,
         "consumers": state.consumers if state is not None else 0,
         # {"status", "message", "consumers"} while the backend refuses every order.
         "backend_refusal": msgspec.to_builtins(state.backend_refusal)
         if state is not None and state.backend_refusal is not None
         else None,
+        "buffer": {
+            "retention_s": projection.retention_s,
+            "oldest_age_s": projection.oldest_age_s,
+            "admitted_delivered_in_s": projection.admitted_delivered_in_s,
+            "headroom_s": projection.headroom_s,
+            "safety_s": settings.gateway.buffer_safety_s,
+        },
+        "lost_orders": seen.losses.total,
+        "lost_ranges": [msgspec.to_builtins(lost) for lost in seen.losses.ranges],
     }
 
 

@@ -6,14 +6,15 @@ wall-clock time of the configured zone (so it follows daylight saving); an end
 at or before the start wraps past midnight, and equal start and end mean all day.
 Windows may not overlap; outside every window the configured `rate_per_s` is
 the ceiling. Time is passed in (unix seconds), never read here, so tests can
-cross 23:00 without waiting for it.
+cross 23:00 without waiting for it. Shared by the drain (the ceiling now) and the
+projection of the backlog (`flashgate.drain.projection`: the ceilings ahead).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flashgate.errors import ConfigError
@@ -117,6 +118,26 @@ class Schedule:
             None,
             f"outside windows: {self.default_rate_per_s:g}/s ({self.zone.key})",
         )
+
+    def next_change(self, now: float) -> float | None:
+        """The first instant after `now` where a window starts or ends (None without
+        windows): between two such instants the ceiling is constant. Boundaries are
+        local wall-clock times turned into unix time on their own day, so a daylight
+        saving change moves them as it moves the drain."""
+        if not self.windows:
+            return None
+        today = datetime.fromtimestamp(now, self.zone).date()
+        marks = sorted({s for w in self.windows for s in (w.start_s, w.end_s)})
+        for days in range(3):
+            day = today + timedelta(days=days)
+            midnight = datetime(day.year, day.month, day.day, tzinfo=self.zone)
+            for second in marks:
+                local = midnight + timedelta(seconds=second)
+                # Wall-clock arithmetic, then the zone's offset at that wall time.
+                at = local.replace(tzinfo=None).replace(tzinfo=self.zone).timestamp()
+                if at > now:
+                    return at
+        return None
 
 
 def _reject_overlaps(windows: list[Window]) -> None:
