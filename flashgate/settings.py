@@ -61,7 +61,8 @@ IP_BURST = 400
 class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = GATEWAY_PORT
-    workers: int = 1
+    # Worker processes on the public port (gateway.workers); 0 = one per usable CPU.
+    workers: int = 0
     max_body_bytes: int = MAX_BODY_BYTES
     produce_timeout_ms: int = PRODUCE_TIMEOUT_MS
     in_flight_max: int = IN_FLIGHT_MAX
@@ -83,6 +84,10 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     reaper_interval_s: float = REAPER_INTERVAL_S
     # Per-IP limits use the X-Forwarded-For client (only behind a trusted proxy).
     trust_forwarded_for: bool = False
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError("gateway.workers must be >= 0 (0 = one per CPU)")
 
 
 class AdminSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -222,6 +227,13 @@ class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     health_port: int = 0
     # No poll of Kafka for this long and the consumer reports itself stuck (not alive).
     health_stuck_after_s: float = DRAIN_HEALTH_STUCK_AFTER_S
+    # Consumer processes `flashgate-consumer` starts and supervises; 0 = one per usable
+    # CPU. They share the group's one rate (its Redis limiter).
+    processes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.processes < 0:
+            raise ValueError("drain.processes must be >= 0 (0 = one per CPU)")
 
 
 class BackendSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

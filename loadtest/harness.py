@@ -160,6 +160,8 @@ class Stack(AbstractContextManager["Stack"]):
             "FLASHGATE_REDIS_URL": self.redis.url,
             "FLASHGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             "FLASHGATE_STACK_STATE_DIR": str(self.root / "state"),
+            # One process, what B1-B5 measure (B6 sets more); older checkouts know it too.
+            "FLASHGATE_GATEWAY_WORKERS": "1",
         }
         if self.security is not None and not plaintext:
             variables.update(self.security.client_variables())
