@@ -129,7 +129,7 @@ class Supervisor:
         """Stop the children one by one, last added first (the stack's order)."""
         for child in reversed(self._children):
             child.process.stop(timeout_s)
-        self._write_record()
+        self._forget_record()
 
     def stop_together(self, timeout_s: float) -> None:
         """SIGTERM every child at once, then wait for each (workers drain in parallel)."""
@@ -139,6 +139,12 @@ class Supervisor:
         if children:
             with ThreadPoolExecutor(max_workers=len(children)) as pool:
                 list(pool.map(lambda p: p.stop(timeout_s), children))
+        self._forget_record()
+
+    def _forget_record(self) -> None:
+        # Nothing runs any more: a stale record would show restarts of nothing.
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
 
     def _write_record(self) -> None:
         if self.record is None:
@@ -155,6 +161,9 @@ class Supervisor:
         tmp = self.record.with_suffix(".tmp")
         tmp.write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(self.record)
+
+
+RECORDS = ("stack.json", "gateway-workers.json", "drain-processes.json")
 
 
 def read_records(paths: Sequence[Path]) -> dict[str, dict[str, int | None]]:
