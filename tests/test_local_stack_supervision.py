@@ -65,8 +65,10 @@ def test_up_restarts_what_dies_and_counts_it(tmp_path: Path, kafka_libs: Path) -
 
         order_goes_through("u-1", 1)
 
-        # SIGKILL the consumer and Redis, as a crash would.
-        victims = {name: int((run / f"{name}.pid").read_text()) for name in ("consumer", "redis")}
+        # SIGKILL the consumer, Redis and Kafka, as a crash would.
+        # name in the stack's record -> its pid file
+        names = {"consumer": "consumer", "redis": "redis", "kafka-1": "kafka"}
+        victims = {name: int((run / f"{file}.pid").read_text()) for name, file in names.items()}
         for pid in victims.values():
             os.kill(pid, signal.SIGKILL)
 
@@ -84,6 +86,7 @@ def test_up_restarts_what_dies_and_counts_it(tmp_path: Path, kafka_libs: Path) -
         text = (tmp_path / "up.log").read_text()
         assert "consumer exited with -9; restarting in" in text
         assert "redis exited with -9; restarting in" in text
+        assert "kafka-1 exited with -9; restarting in" in text
 
         # Redis kept its data (AOF): the sale is still there, and orders flow again
         # through the restarted Redis and consumer. The gateway may answer 503 for
@@ -95,7 +98,7 @@ def test_up_restarts_what_dies_and_counts_it(tmp_path: Path, kafka_libs: Path) -
             except OSError:
                 return False
 
-        assert wait_until(accepted, 30)
+        assert wait_until(accepted, 90)
         assert wait_until(lambda: http_json("GET", f"{backend}/stats")["orders"] == 2, 60)
 
         # `flashgate status` shows the restarts. (The admin API answers 503 once for
