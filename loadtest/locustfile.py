@@ -16,6 +16,15 @@ Web UI:   .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:808
 Headless: .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 \
               --headless --csv .flashgate/locust/sale --sale-id sale-1 --skus SKU-1,SKU-2 \
               --spike-users 500 --spike-seconds 30
+Many cores: add `--processes N` (or -1 for one per core): Locust forks N workers
+              and a master; one Locust process tops out near one core.
+
+Shoppers are `FastHttpUser`s (geventhttpclient: several times the requests per
+core of `HttpUser`'s requests). A generator that ran out of CPU queues its own
+requests, and that queueing lands in the response times: when Locust's CPU
+monitor saw a process above 90%, a row `WARNING  generator CPU saturated` is in
+the summary and its CSV, and the run ends with a line saying the latencies are
+not the gateway's; every run ends with a `generator:` verdict line.
 
 Options (also settable in the web UI): --sale-id, --skus, --spike-users,
 --idle-users, --idle-seconds, --spike-seconds, --tail-seconds, --sale-spawn-rate,
@@ -28,11 +37,14 @@ import json
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from locust import HttpUser, LoadTestShape, between, events, task
+from locust import FastHttpUser, LoadTestShape, between, events, task
 from locust.argument_parser import LocustArgumentParser
+from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import WorkerRunner
 
 MAX_ATTEMPTS = 8
 MAX_RETRY_AFTER_S = 10.0
@@ -81,7 +93,65 @@ class SaleShape(LoadTestShape):
         return None
 
 
-class Shopper(HttpUser):
+SATURATED_PERCENT = 90.0
+
+
+@dataclass
+class GeneratorCpu:
+    """Whether this generator ran out of CPU: a saturated one queues its own requests,
+    and that wait is counted in every response time it reports."""
+
+    peak_percent: float = 0.0
+    saturated_samples: int = 0
+
+    def observe(self, cpu_percent: float) -> None:
+        self.peak_percent = max(self.peak_percent, cpu_percent)
+
+    def first_saturation(self) -> bool:
+        """Count a saturated sample; True for the first one."""
+        self.saturated_samples += 1
+        return self.saturated_samples == 1
+
+    def verdict(self, *, saturated: bool) -> str:
+        peak = (
+            f"peak {self.peak_percent:.0f}% of a core" if self.peak_percent else "peak not sampled"
+        )
+        if saturated or self.peak_percent > SATURATED_PERCENT:
+            return (
+                f"generator: SATURATED ({peak}): response times include Locust's own "
+                "queueing and are not the server's; rerun with --processes N (or fewer users)"
+            )
+        return f"generator: not saturated ({peak}); response times are the server's"
+
+
+CPU = GeneratorCpu()
+
+
+@events.usage_monitor.add_listener
+def _usage(environment: Environment, cpu_usage: float, **kwargs: Any) -> None:
+    CPU.observe(cpu_usage)
+
+
+@events.cpu_warning.add_listener
+def _saturated(environment: Environment, cpu_usage: float, **kwargs: Any) -> None:
+    if CPU.first_saturation():
+        # A row of its own, so the summary and the CSV carry it next to the latencies.
+        environment.events.request.fire(
+            request_type="WARNING", name="generator CPU saturated", response_time=0,
+            response_length=0, exception=None, context={},
+        )  # fmt: skip
+
+
+@events.quitting.add_listener
+def _verdict(environment: Environment, **kwargs: Any) -> None:
+    runner = environment.runner
+    if runner is None or isinstance(runner, WorkerRunner):
+        return
+    workers = bool(getattr(runner, "worker_cpu_warning_emitted", False))
+    print(CPU.verdict(saturated=runner.cpu_warning_emitted or workers), flush=True)
+
+
+class Shopper(FastHttpUser):
     """One buyer: order once (retrying safely), follow the order, leave."""
 
     wait_time = between(0.5, 2.0)
