@@ -91,15 +91,28 @@ def test_up_restarts_what_dies_and_counts_it(tmp_path: Path, kafka_libs: Path) -
         # Redis kept its data (AOF): the sale is still there, and orders flow again
         # through the restarted Redis and consumer. The gateway may answer 503 for
         # the moment its connections reconnect: retry until accepted.
-        def accepted() -> bool:
+        def accepted(user: str) -> bool:
             try:
-                order = {"sale_id": "sale-1", "sku": "SKU-1", "quantity": 1, "user_id": "u-2"}
+                order = {"sale_id": "sale-1", "sku": "SKU-1", "quantity": 1, "user_id": user}
                 return _post(f"{gateway}/v1/orders", order)["status"] == "accepted"
             except OSError:
                 return False
 
-        assert wait_until(accepted, 90)
+        assert wait_until(lambda: accepted("u-2"), 90)
         assert wait_until(lambda: http_json("GET", f"{backend}/stats")["orders"] == 2, 60)
+
+        # What issue 16 tried: `kill -9` of the gateway. Its workers follow it (they
+        # die with their supervisor), and the stack starts a new gateway.
+        old_gateway = int((run / "gateway.pid").read_text())
+        os.kill(old_gateway, signal.SIGKILL)
+
+        def gateway_back() -> bool:
+            child = _record(run / "stack.json")["gateway"]
+            return bool(child["restarts"] == 1 and _alive(child["pid"]))
+
+        assert wait_until(gateway_back, 30), _record(run / "stack.json")
+        assert wait_until(lambda: accepted("u-3"), 60)
+        assert wait_until(lambda: http_json("GET", f"{backend}/stats")["orders"] == 3, 60)
 
         # `flashgate status` shows the restarts. (The admin API answers 503 once for
         # each pooled connection Redis' restart left stale: it does not retry.)
@@ -118,7 +131,7 @@ def test_up_restarts_what_dies_and_counts_it(tmp_path: Path, kafka_libs: Path) -
         assert wait_until(status_answers, 30), shown[-1].stderr
         rows = {line.split()[0]: line.split() for line in shown[-1].stdout.splitlines() if line}
         assert rows["consumer"][2] == "1" and rows["redis"][2] == "1", shown[-1].stdout
-        assert rows["gateway"][2] == "0", shown[-1].stdout
+        assert rows["gateway"][2] == "1", shown[-1].stdout
         assert "gateway-worker-0" in rows, shown[-1].stdout
 
         children = _descendants(up.pid)
