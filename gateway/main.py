@@ -93,9 +93,10 @@ async def serve_gateway(settings: Settings, role: WorkerRole | None = None) -> N
     public = create_app(settings, sold_out=sold_out)
     gw, ad = settings.gateway, settings.admin
     public_config = hypercorn_config(gw.host, gw.port)
-    servers = [serve(public, public_config, shutdown_trigger=stop.wait)]  # type: ignore[arg-type]
     if role is not None:
         public_config.bind = [f"fd://{reuseport_listener(gw.host, gw.port)}"]
+    servers = [serve(public, public_config, shutdown_trigger=stop.wait)]  # type: ignore[arg-type]
+    if role is not None:
         public.state.peer_metrics = PeerMetrics(role.index, role.metrics_ports)
         private = Config()
         private.bind = [f"fd://{role.metrics_fd}"]
