@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -254,3 +255,26 @@ def test_sigterm_drains_every_worker_and_loses_no_accepted_order(
         assert report["skus"]["A"]["reserved"] == 0
     finally:
         services.stop_all()
+
+
+def test_workers_that_keep_crashing_stop_the_gateway_naming_one(
+    kafka_broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    env = new_env(kafka_broker, redis_server, tmp_path)
+    env.variables["FLASHGATE_GATEWAY_WORKERS"] = WORKERS
+    services = Services(env)
+    port = int(env.variables["FLASHGATE_GATEWAY_PORT"])
+    # Another program holds the public port without SO_REUSEPORT: no worker can bind.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        try:
+            gateway = services.start_gateway()
+            assert gateway.wait(90) == 1
+            log = gateway.log_path.read_text()
+            assert "keeps crashing: it exited 6 times within 60 s" in log, log[-3000:]
+            assert "gateway-worker-" in log
+            assert "Address already in use" in log
+            assert not _live_workers(env)
+        finally:
+            services.stop_all()
