@@ -34,7 +34,7 @@ from gateway.admin.token import ensure_admin_token, token_path
 from gateway.app import create_app
 from gateway.metrics import own_metrics
 from gateway.soldout import SoldOutCache
-from gateway.worker_metrics import OwnMetricsApp, PeerMetrics
+from gateway.worker_peers import PeerMetrics, PrivateApp
 from gateway.workers import run_workers
 
 log = logging.getLogger(__name__)
@@ -96,18 +96,20 @@ async def serve_gateway(settings: Settings, role: WorkerRole | None = None) -> N
     if role is not None:
         public_config.bind = [f"fd://{reuseport_listener(gw.host, gw.port)}"]
     servers = [serve(public, public_config, shutdown_trigger=stop.wait)]  # type: ignore[arg-type]
+    peers = None if role is None else PeerMetrics(role.index, role.metrics_ports)
     if role is not None:
-        public.state.peer_metrics = PeerMetrics(role.index, role.metrics_ports)
+        public.state.peer_metrics = peers
         private = Config()
         private.bind = [f"fd://{role.metrics_fd}"]
         private.accesslog = None
-        servers.append(
-            serve(OwnMetricsApp(lambda: own_metrics(public)), private, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-        )
+        app = PrivateApp(lambda: own_metrics(public), sold_out)
+        servers.append(serve(app, private, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     name = "gateway" if role is None else f"gateway worker {role.index} (pid {os.getpid()})"
     log.info("%s listening on http://%s:%d", name, gw.host, gw.port)
     if role is None or role.index == 0:
         admin = create_admin_app(settings, token, sold_out)
+        # A reload clears the sold-out memory of the other workers too.
+        admin.state.peers = peers
         servers.append(serve(admin, hypercorn_config(ad.host, ad.port), shutdown_trigger=stop.wait))  # type: ignore[arg-type]
         log.info(
             "admin listening on http://%s:%d (token %s)",

@@ -278,3 +278,31 @@ def test_workers_that_keep_crashing_stop_the_gateway_naming_one(
             assert not _live_workers(env)
         finally:
             services.stop_all()
+
+
+def test_a_reload_clears_every_workers_sold_out_memory(
+    kafka_broker: KafkaBroker, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    env = new_env(kafka_broker, redis_server, tmp_path)
+    env.variables["FLASHGATE_GATEWAY_WORKERS"] = WORKERS
+    # Ten minutes: without the reload reaching every worker, one would still answer
+    # sold_out from memory for its share of the buyers below.
+    env.variables["FLASHGATE_GATEWAY_SOLD_OUT_CACHE_MS"] = "600000"
+    services = Services(env)
+    try:
+        services.start_gateway()
+        assert wait_until(lambda: len(_live_workers(env)) == 2, 30), _record(env)
+        sale_id = _sale(env, 5)
+        first = Counter(a.status for a in _race(env, sale_id, 200))
+        assert first == {202: 5, 409: 195}, first
+        load_sale(env, sale_id, {"rates": OPEN_RATES, "stock": {"A": 105}})  # 100 more
+        again = Counter(a.status for a in _race(env, sale_id, 40))
+        assert again == {202: 40}, again
+        per_worker = {
+            dict(labels)["worker"]: value
+            for (name, labels), value in _scrape(env).items()
+            if name == "flashgate_gateway_worker_requests_total"
+        }
+        assert all(count > 0 for count in per_worker.values()), per_worker
+    finally:
+        services.stop_all()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.metrics import GatewayMetrics
-from gateway.worker_metrics import merge_worker_metrics
+from gateway.worker_peers import merge_worker_metrics
 
 DRAIN = (
     "# HELP flashgate_drain_backlog Orders waiting\n"

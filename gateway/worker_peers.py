@@ -1,4 +1,8 @@
-"""One `/metrics` for a gateway of several workers: a collector over the workers.
+"""What the workers of one gateway tell each other over their private loopback
+listeners: their metrics, for one `/metrics`, and a reloaded sale, for their
+sold-out memories.
+
+One `/metrics` for a gateway of several workers is a collector over the workers.
 
 Each worker keeps its metrics in its own registry (the per-request counters are
 plain ints, no shared memory, no lock) and serves them on a private loopback
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from urllib.parse import parse_qs
 
 import aiohttp
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,12 +33,15 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Receive, Scope, Send
 
+from gateway.soldout import SoldOutCache
+
 log = logging.getLogger(__name__)
 
 PEER_TIMEOUT_S = 2.0
 OWN_ONLY_PREFIX = "flashgate_drain_"
 LOWEST = ("flashgate_gateway_ready",)
 WORKER_UP = "flashgate_gateway_worker_up"
+FORGET_PATH = "/sold-out/forget"
 REQUESTS = "flashgate_gateway_requests"
 WORKER_REQUESTS = "flashgate_gateway_worker_requests"
 
@@ -120,7 +128,7 @@ async def fetch_peer(session: aiohttp.ClientSession, port: int) -> str | None:
 
 
 class PeerMetrics:
-    """The other workers' private metrics listeners, asked at each scrape."""
+    """The other workers' private listeners: asked at each scrape, and told of reloads."""
 
     def __init__(self, index: int, ports: Sequence[int]) -> None:
         self.index = index
@@ -136,14 +144,39 @@ class PeerMetrics:
         texts = {i: (own if i == self.index else next(answers)) for i in range(len(self.ports))}
         return merge_worker_metrics(texts, self.index)
 
+    async def forget_sold_out(self, sale_id: str) -> None:
+        """A sale was reloaded: the others ask Redis again (one that is down starts
+        with an empty memory anyway)."""
+        timeout = aiohttp.ClientTimeout(total=PEER_TIMEOUT_S)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await asyncio.gather(
+                *(
+                    _forget(session, port, sale_id)
+                    for i, port in enumerate(self.ports)
+                    if i != self.index
+                )
+            )
 
-class OwnMetricsApp:
-    """The private listener's ASGI app: this worker's metrics alone, for its peers.
 
-    `render` answers None until the worker's lifespan has built its clients (503)."""
+async def _forget(session: aiohttp.ClientSession, port: int, sale_id: str) -> None:
+    url = f"http://127.0.0.1:{port}{FORGET_PATH}"
+    try:
+        async with session.post(url, params={"sale": sale_id}) as answer:
+            await answer.read()
+    except (aiohttp.ClientError, TimeoutError):
+        log.warning("worker on port %d not told that sale %s was reloaded", port, sale_id)
 
-    def __init__(self, render: Callable[[], Awaitable[bytes | None]]) -> None:
+
+class PrivateApp:
+    """The private listener's ASGI app, for the other workers: `GET /metrics` (this
+    worker's alone; 503 until its lifespan has built its clients, when `render`
+    answers None) and `POST /sold-out/forget?sale=ID`."""
+
+    def __init__(
+        self, render: Callable[[], Awaitable[bytes | None]], sold_out: SoldOutCache
+    ) -> None:
         self._render = render
+        self._sold_out = sold_out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -154,6 +187,12 @@ class OwnMetricsApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        if scope["path"] == FORGET_PATH and scope["method"] == "POST":
+            sale = parse_qs(scope["query_string"].decode()).get("sale", [""])[0]
+            self._sold_out.forget(sale)
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         body = await self._render()
         await send(
             {
