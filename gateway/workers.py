@@ -27,17 +27,26 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 40.0
 
 
-def _metrics_listener() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.set_inheritable(True)
-    return sock
+def _metrics_listener(avoid: set[int]) -> socket.socket:
+    """A loopback socket on a port the kernel picks, never one of `avoid`: a configured
+    port in the ephemeral range (the admin port, say) is free until a worker binds
+    it, so the kernel may hand it out here first."""
+    while True:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        if sock.getsockname()[1] not in avoid:
+            sock.set_inheritable(True)
+            return sock
+        sock.close()
 
 
-def worker_processes(count: int) -> tuple[list[ManagedProcess], list[socket.socket]]:
-    """The workers to start, and the metrics listeners they inherit (keep them open)."""
-    listeners = [_metrics_listener() for _ in range(count)]
+def worker_processes(
+    count: int, avoid: set[int]
+) -> tuple[list[ManagedProcess], list[socket.socket]]:
+    """The workers to start, and the metrics listeners they inherit (keep them open);
+    `avoid`: ports the workers bind themselves."""
+    listeners = [_metrics_listener(avoid) for _ in range(count)]
     ports = ",".join(str(sock.getsockname()[1]) for sock in listeners)
     workers = [
         ManagedProcess(
@@ -69,7 +78,8 @@ def run_workers(settings: Settings, count: int) -> int:
     why = stop_on_signals(stop)
     state = settings.state_dir.resolve()
     supervisor = Supervisor(record=state / "run" / "gateway-workers.json")
-    workers, listeners = worker_processes(count)
+    gw, ad = settings.gateway, settings.admin
+    workers, listeners = worker_processes(count, {gw.port, ad.port})
     log.info("gateway: %d workers on http://%s:%d", count, settings.gateway.host,
              settings.gateway.port)  # fmt: skip
     code = 0
