@@ -50,3 +50,15 @@ class PortInUse(StackError):
         self.name = name
         self.host = host
         self.port = port
+
+
+class CrashLoop(StackError):
+    """A supervised process kept exiting: its supervisor stops everything."""
+
+    def __init__(self, name: str, exit_code: int | None, exits: int, window_s: float) -> None:
+        super().__init__(
+            f"{name} keeps crashing: it exited {exits} times within {window_s:g} s "
+            f"(last exit code {exit_code}); see its log"
+        )
+        self.name = name
+        self.exit_code = exit_code

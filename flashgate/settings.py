@@ -63,7 +63,8 @@ BUFFER_SAFETY_S = 6 * 3600
 class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = GATEWAY_PORT
-    workers: int = 1
+    # Worker processes on the public port (gateway.workers); 0 = one per usable CPU.
+    workers: int = 0
     max_body_bytes: int = MAX_BODY_BYTES
     produce_timeout_ms: int = PRODUCE_TIMEOUT_MS
     in_flight_max: int = IN_FLIGHT_MAX
@@ -94,6 +95,10 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     # Refuse (503 backlog_full) an order the drain would deliver later than the topic's
     # retention minus this (see flashgate.drain.projection); a sale may ask for less.
     buffer_safety_s: int = BUFFER_SAFETY_S
+
+    def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError("gateway.workers must be >= 0 (0 = one per CPU)")
 
 
 class AdminSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -258,6 +263,13 @@ class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     health_port: int = 0
     # No poll of Kafka for this long and the consumer reports itself stuck (not alive).
     health_stuck_after_s: float = DRAIN_HEALTH_STUCK_AFTER_S
+    # Consumer processes `flashgate-consumer` starts and supervises; 0 = one per usable
+    # CPU. They share the group's one rate (its Redis limiter).
+    processes: int = 1
+
+    def __post_init__(self) -> None:
+        if self.processes < 0:
+            raise ValueError("drain.processes must be >= 0 (0 = one per CPU)")
 
     def __post_init__(self) -> None:
         # Imported here: that module is typed against this one.

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -156,10 +157,24 @@ class MetricsMiddleware:
             self.metrics.request(route_label(scope["path"]), status)
 
 
-async def metrics_endpoint(request: Request) -> Response:
-    metrics: GatewayMetrics = request.app.state.metrics
+async def own_metrics(app: Starlette) -> bytes | None:
+    """This process's metrics; None until its lifespan has built the clients."""
+    state = app.state
+    if not hasattr(state, "readiness"):
+        return None
+    metrics: GatewayMetrics = state.metrics
     # Both are read per scrape: the readiness probe caches its answer for a second,
     # and the drain's state is one HGETALL per scrape of each replica.
-    metrics.ready = 1.0 if all((await request.app.state.readiness.check()).values()) else 0.0
-    await request.app.state.drain_gauges.refresh(request.app.state.context.redis)
-    return Response(metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    metrics.ready = 1.0 if all((await state.readiness.check()).values()) else 0.0
+    await state.drain_gauges.refresh(state.context.redis)
+    return metrics.render()
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    own = await own_metrics(request.app)
+    if own is None:
+        return Response(b"starting\n", status_code=503)
+    # With several workers (gateway.main), one scrape answers for all of them.
+    peers = getattr(request.app.state, "peer_metrics", None)
+    body = own if peers is None else await peers.gather(own.decode())
+    return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST})

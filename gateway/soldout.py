@@ -2,9 +2,10 @@
 
 Once admission reports a SKU at zero, later orders for it are answered
 `sold_out` here for `ttl_s`. Stock can come back (a released or expired
-reservation, a reload), so the memory is short; a reload through this
-process's admin listener clears it at once. Units that come back are missed
-for at most `ttl_s` by this gateway: a conservative 409, never an oversell.
+reservation, a reload), so the memory is short; a reload through the
+gateway's admin listener clears it at once (in every worker: gateway.worker_peers).
+Units that come back are missed for at most `ttl_s` by this gateway: a
+conservative 409, never an oversell.
 """
 
 from __future__ import annotations

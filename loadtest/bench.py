@@ -1,4 +1,4 @@
-"""`make bench`: B1-B5 and B7 side by side in one run, medians of 3, written to loadtest/RESULTS.md.
+"""`make bench`: B1-B7 side by side in one run, medians of 3, written to loadtest/RESULTS.md.
 
 Each benchmark is its own script that starts what it needs on free loopback
 ports and prints one JSON summary as its last line; this runner repeats each,
@@ -78,6 +78,17 @@ BENCHMARKS = [
         "gateway_over_bare_loop",
         runs=1,
         repeats_inside="its rows interleaved over 3 rounds of 10 s; the figures are medians",
+    ),
+    # 1 and 2 gateway workers side by side (rows interleaved, medians of 3 rounds).
+    Benchmark(
+        "B6",
+        "scaling over gateway workers",
+        "loadtest.b6_scaling",
+        (),
+        ("--quick",),
+        "scaling",
+        runs=1,
+        repeats_inside="its rows interleaved over 3 rounds; the figures are medians",
     ),
     # One sale's slot on one Redis thread: admit.lua straight at redis-server.
     Benchmark(
@@ -211,6 +222,22 @@ def _flatten(key: str, result: dict[str, Any]) -> dict[str, Any]:
             "sasl_ssl_consumer_cpu_us_per_order_added"
         )
         flat.pop("drains", None)
+    elif key == "B6":
+        medians = result.get("medians", {})
+        flat["scaling"] = result.get("ratios", {}).get("scaling")
+        flat["cpu_per_order_ratio"] = result.get("ratios", {}).get("server_cpu_per_order")
+        flat["rows"] = {
+            name: f"{m.get('accepted_per_s'):,.0f}/s p50 {m.get('p50_ms')} ms "
+            f"p99 {m.get('p99_ms')} ms, gateway CPU {m.get('server_cpu_share')} "
+            f"({m.get('server_cpu_us_per_order')} us/order), Redis "
+            f"{m.get('redis_cpu_us_per_order')} us/order, Kafka "
+            f"{m.get('kafka_cpu_us_per_order')} us/order"
+            for name, m in medians.items()
+        }
+        flat["pinning"] = {
+            name: f"gateway on CPUs {p.get('server')}, wrk on {p.get('wrk')}"
+            for name, p in result.get("pinning", {}).items()
+        }
     elif key == "B5":
         medians = result.get("medians", {})
         flat["bare_loop_msgs_per_s"] = medians.get("bare-loop", {}).get("msgs_per_s")

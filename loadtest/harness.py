@@ -160,6 +160,8 @@ class Stack(AbstractContextManager["Stack"]):
             "FLASHGATE_REDIS_URL": self.redis.url,
             "FLASHGATE_ADMIN_TOKEN": ADMIN_TOKEN,
             "FLASHGATE_STACK_STATE_DIR": str(self.root / "state"),
+            # One process, what B1-B5 measure (B6 sets more); older checkouts know it too.
+            "FLASHGATE_GATEWAY_WORKERS": "1",
         }
         if self.security is not None and not plaintext:
             variables.update(self.security.client_variables())
@@ -240,12 +242,14 @@ def load_sale(admin_port: int, sale_id: str, body: dict[str, Any]) -> Any:
 
 
 def wrk(url: str, *, script: Path, seconds: float, connections: int = 64, threads: int = 1,
-        env: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Run wrk with a Lua script that prints one JSON line of results; return it."""
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Run wrk with a Lua script that prints one JSON line of results; return it.
+    `prefix` runs it under another command (`taskset -c 1`)."""
     import os
 
     command = [
-        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+        *(prefix or []), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
         "-s", str(script), url,
     ]  # fmt: skip
     started = time.monotonic()

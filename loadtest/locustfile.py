@@ -16,6 +16,17 @@ Web UI:   .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:808
 Headless: .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8080 \
               --headless --csv .flashgate/locust/sale --sale-id sale-1 --skus SKU-1,SKU-2 \
               --spike-users 500 --spike-seconds 30
+Many cores: add `--processes N` (or -1 for one per core): Locust forks N workers
+              and a master; one Locust process tops out near one core.
+
+Shoppers are `FastHttpUser`s (geventhttpclient: several times the requests per
+core of `HttpUser`'s requests). A generator that ran out of CPU queues its own
+requests, and that queueing lands in the response times. Each Locust process
+watches itself every 0.25 s (its CPU share, and how late its own timer fires);
+when a window was at 90 % of a core or 100 ms late, a row
+`WARNING  generator CPU saturated` is in the summary and its CSV, and the run
+ends with a line saying the latencies are not the server's. Every run ends with
+a `generator:` verdict line.
 
 Options (also settable in the web UI): --sale-id, --skus, --spike-users,
 --idle-users, --idle-seconds, --spike-seconds, --tail-seconds, --sale-spawn-rate,
@@ -28,11 +39,15 @@ import json
 import random
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from locust import HttpUser, LoadTestShape, between, events, task
+import gevent
+from locust import FastHttpUser, LoadTestShape, between, events, task
 from locust.argument_parser import LocustArgumentParser
+from locust.env import Environment
 from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
 
 MAX_ATTEMPTS = 8
 MAX_RETRY_AFTER_S = 10.0
@@ -81,7 +96,90 @@ class SaleShape(LoadTestShape):
         return None
 
 
-class Shopper(HttpUser):
+# The generator watches itself every WATCH_S: its CPU share over the window, and how
+# late its own timer fired (lag: the wait every request's callback had too, counted in
+# the response times Locust reports). Locust's own monitor samples every 5 s, which
+# misses a spike that is over within a second or two.
+WATCH_S = 0.25
+SATURATED_CPU_SHARE = 0.9
+SATURATED_LAG_S = 0.1
+WARNING_ROW = ("WARNING", "generator CPU saturated")
+
+
+@dataclass
+class GeneratorCpu:
+    """Whether this generator ran out of CPU: a saturated one queues its own requests,
+    and that wait is counted in every response time it reports."""
+
+    peak_share: float = 0.0
+    max_lag_s: float = 0.0
+    saturated_windows: int = 0
+
+    def observe(self, cpu_share: float, lag_s: float) -> bool:
+        """One window; True for the first saturated one."""
+        self.peak_share = max(self.peak_share, cpu_share)
+        self.max_lag_s = max(self.max_lag_s, lag_s)
+        if cpu_share < SATURATED_CPU_SHARE and lag_s < SATURATED_LAG_S:
+            return False
+        self.saturated_windows += 1
+        return self.saturated_windows == 1
+
+    def verdict(self, *, saturated: bool, watched_here: bool = True) -> str:
+        """`watched_here` False: a master, whose worker processes did the watching."""
+        lag_ms = self.max_lag_s * 1000
+        seen = (
+            f"peak {self.peak_share:.0%} of a core, timer late by up to {lag_ms:.0f} ms"
+            if watched_here
+            else "as the worker processes saw it"
+        )
+        if saturated or self.saturated_windows:
+            return (
+                f"generator: SATURATED ({seen}): response times include Locust's own "
+                "queueing and are not the server's; rerun with --processes N (or fewer "
+                "users, a lower --sale-spawn-rate)"
+            )
+        return f"generator: not saturated ({seen}); response times are the server's"
+
+
+CPU = GeneratorCpu()
+
+
+def _watch(environment: Environment) -> None:
+    wall, cpu = time.monotonic(), time.process_time()
+    while True:
+        gevent.sleep(WATCH_S)
+        now, used = time.monotonic(), time.process_time()
+        if CPU.observe((used - cpu) / (now - wall), now - wall - WATCH_S):
+            # A row of its own, so the summary and the CSV carry it next to the latencies
+            # (from a worker process too: its rows reach the master's summary).
+            environment.events.request.fire(
+                request_type=WARNING_ROW[0], name=WARNING_ROW[1], response_time=0,
+                response_length=0, exception=None, context={},
+            )  # fmt: skip
+        wall, cpu = now, used
+
+
+@events.test_start.add_listener
+def _start_watch(environment: Environment, **kwargs: Any) -> None:
+    if not isinstance(environment.runner, MasterRunner):
+        gevent.spawn(_watch, environment)
+
+
+@events.quitting.add_listener
+def _verdict(environment: Environment, **kwargs: Any) -> None:
+    runner = environment.runner
+    if runner is None or isinstance(runner, WorkerRunner):
+        return
+    seen_by_a_worker = (WARNING_ROW[1], WARNING_ROW[0]) in runner.stats.entries
+    locust_saw = runner.cpu_warning_emitted or bool(
+        getattr(runner, "worker_cpu_warning_emitted", False)
+    )
+    saturated = seen_by_a_worker or locust_saw
+    watched_here = not isinstance(runner, MasterRunner)
+    print(CPU.verdict(saturated=saturated, watched_here=watched_here), flush=True)
+
+
+class Shopper(FastHttpUser):
     """One buyer: order once (retrying safely), follow the order, leave."""
 
     wait_time = between(0.5, 2.0)

@@ -59,6 +59,10 @@ GOALS: dict[str, list[tuple[str, str, str]]] = {
         ),
         ("ratio", "the gateway row over the bare loop (saved under its old name)", ""),
     ],
+    "B6": [
+        ("scaling", "accepted orders/s, 2 gateway workers / 1, same run", ""),
+        ("cpu_per_order_ratio", "gateway CPU per order, 2 workers / 1", ""),
+    ],
     "B7": [
         (
             "slot_orders_per_s",
@@ -186,7 +190,7 @@ def write_results(
         *[f"| {k} | {v} |" for k, v in machine.items()],
         "",
     ]
-    for key in ("B1", "B1s", "B5", "B7", "B2", "B3", "B4", "B4s"):
+    for key in ("B1", "B1s", "B6", "B5", "B7", "B2", "B3", "B4", "B4s"):
         if key in outcomes:
             lines += _section(outcomes[key])
     try:

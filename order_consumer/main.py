@@ -4,18 +4,23 @@ Builds the clients (Redis, Kafka consumer and DLQ producer, backend HTTP
 session) and, with `[drain] health_port`, the probe listener (health_server.py),
 hands them to the worker, and closes them when it returns. SIGTERM
 or SIGINT stop the worker: requests on the wire finish, offsets are committed.
+With `[drain] processes` other than 1 this process supervises that many
+(`order_consumer.processes`) instead.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import os
 import signal
 import socket
+import sys
 
 import uvloop
 
+from flashgate.cpus import resolve_count
 from flashgate.drain.control import DrainControl
 from flashgate.drain.losses import LossBook
 from flashgate.kafka.config import admin_config, consumer_config, producer_config, reader_config
@@ -33,6 +38,7 @@ from order_consumer.health import ConsumerHealth, WatchedSource
 from order_consumer.health_server import HealthServer
 from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
 from order_consumer.loss_watch import LogStarts, LossWatch
+from order_consumer.processes import run_processes
 from order_consumer.status_writer import StatusWriter
 from order_consumer.worker import DrainWorker, Parts
 
@@ -134,9 +140,16 @@ async def run_consumer(settings: Settings) -> None:
         await redis.aclose()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="flashgate-consumer")
+    parser.add_argument("--process", type=int, help="one of [drain] processes (internal)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     configure_logging("consumer")
-    uvloop.run(run_consumer(load_settings()))
+    settings = load_settings()
+    count = resolve_count(settings.drain.processes)
+    if args.process is None and count > 1:
+        sys.exit(run_processes(settings, count))
+    uvloop.run(run_consumer(settings))
 
 
 if __name__ == "__main__":

@@ -83,6 +83,9 @@ class ServiceEnv:
             "FLASHGATE_DRAIN_RATE_PER_S": "5000",
             "FLASHGATE_DRAIN_BURST": "500",
             "FLASHGATE_STACK_STATE_DIR": str(root / "state"),
+            # One process, as these tests were written for; tests of several workers
+            # override it.
+            "FLASHGATE_GATEWAY_WORKERS": "1",
         }
         return cls(root, variables)
 

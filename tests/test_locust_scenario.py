@@ -33,6 +33,13 @@ def test_headless_sale_run(services: Services, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "sale_stats.csv") as stats_file:
         rows = {row["Name"]: row for row in csv.DictReader(stats_file)}
+    # Every run ends with the generator's verdict; a saturated one is also a row of
+    # the summary, next to the latencies it spoils.
+    verdicts = [line for line in result.stdout.splitlines() if line.startswith("generator: ")]
+    assert len(verdicts) == 1, result.stdout[-2000:]
+    saturated = "generator CPU saturated" in rows
+    assert verdicts[0].startswith("generator: SATURATED") == saturated, verdicts
+    assert ("response times include Locust's own queueing" in verdicts[0]) == saturated
     posts = rows["POST /v1/orders"]
     assert int(posts["Request Count"]) >= 40
     assert int(posts["Failure Count"]) == 0

@@ -21,6 +21,7 @@ from flashgate.ops.admin_client import AdminClient, read_sale_file
 from flashgate.ops.plan import human_bytes, human_duration, make_plan
 from flashgate.ops.status_view import StatusTracker, render
 from flashgate.settings import Settings
+from flashgate.supervisor import RECORDS, read_records
 
 WATCH_INTERVAL_S = 1.0
 
@@ -30,16 +31,19 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     console = Console()
     tracker = StatusTracker()
     tracker.update(client.drain())
+    run = settings.state_dir / "run"
+    records = [run / name for name in RECORDS]
     if not args.watch:
-        console.print(render(client.drain(), tracker))
+        console.print(render(client.drain(), tracker, read_records(records)))
         return 0
     deadline = time.monotonic() + args.seconds if args.seconds else None
-    with Live(render(client.drain(), tracker), console=console, refresh_per_second=4) as live:
+    first = render(client.drain(), tracker, read_records(records))
+    with Live(first, console=console, refresh_per_second=4) as live:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(WATCH_INTERVAL_S)
             drain = client.drain()
             tracker.update(drain)
-            live.update(render(drain, tracker))
+            live.update(render(drain, tracker, read_records(records)))
     return 0
 
 

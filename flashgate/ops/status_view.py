@@ -49,7 +49,12 @@ class StatusTracker:
         self.peak_backlog = max(self.peak_backlog, sample.backlog)
 
 
-def render(drain: dict[str, Any], tracker: StatusTracker) -> RenderableType:
+def render(
+    drain: dict[str, Any],
+    tracker: StatusTracker,
+    processes: dict[str, dict[str, int | None]] | None = None,
+) -> RenderableType:
+    """`processes`: what the local supervisors run (`flashgate.supervisor.read_records`)."""
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -105,7 +110,22 @@ def render(drain: dict[str, Any], tracker: StatusTracker) -> RenderableType:
     done = peak - backlog
     bar = ProgressBar(total=peak, completed=done, width=40)
     caption = Text(f" drained {done:,} of {peak:,} seen since watching")
-    return Group(table, Text(""), Group(bar, caption))
+    if not processes:
+        return Group(table, Text(""), Group(bar, caption))
+    return Group(table, Text(""), Group(bar, caption), Text(""), _processes(processes))
+
+
+def _processes(processes: dict[str, dict[str, int | None]]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for column in ("process", "pid", "restarts", "last exit"):
+        table.add_column(column, style="bold" if column == "process" else None)
+    for name, child in processes.items():
+        last = child.get("last_exit")
+        table.add_row(
+            name, str(child.get("pid") or "—"), str(child.get("restarts") or 0),
+            "—" if last is None else str(last),
+        )  # fmt: skip
+    return table
 
 
 def _signed_duration(seconds: float) -> str:

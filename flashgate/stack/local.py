@@ -1,8 +1,11 @@
 """`flashgate up`: bring the whole local stack up, watch it, and take it down cleanly.
 
 Order: Redis, Kafka (format once, start, await readiness, create topics), the
-reference backend, the order consumer, the gateway. On Ctrl-C, SIGTERM or the
-death of any part, everything stops in reverse order and no process is left.
+reference backend, the order consumer, the gateway. While up, it supervises them
+(`flashgate.supervisor`): a part that dies is restarted with backoff and a line
+on the terminal, and its restarts are counted in `<state>/run/stack.json` (shown
+by `flashgate status`). On Ctrl-C or SIGTERM, or when a part keeps crashing,
+everything stops in reverse order and no process is left.
 
 `stack.kafka_security` (FLASHGATE_STACK_KAFKA_SECURITY=sasl_ssl or mtls) secures
 the broker's client listener: TLS material and passwords are made once in
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -27,7 +29,8 @@ from pathlib import Path
 
 import msgspec
 
-from flashgate.errors import StackError
+from flashgate.cpus import resolve_count
+from flashgate.errors import CrashLoop, StackError
 from flashgate.kafka.topics import ensure_topics, wait_for_broker
 from flashgate.settings import Settings
 from flashgate.stack.kafka_broker import BrokerSpec, KafkaBroker, new_cluster_id
@@ -38,6 +41,7 @@ from flashgate.stack.local_redis import start_local_redis
 from flashgate.stack.ports import ensure_free, wait_for_port
 from flashgate.stack.process import ManagedProcess
 from flashgate.stack.redis_server import ensure_redis_installed
+from flashgate.supervisor import Supervisor, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +83,7 @@ class LocalStack:
         self.redis_tls = redis_tls
         self.state = settings.state_dir.resolve()
         self.say = say
-        self.parts: list[ManagedProcess] = []
+        self.supervisor = Supervisor(record=self.state / "run" / "stack.json", say=say)
         self._stop = threading.Event()
         # The environment of every process started: FLASHGATE_REDIS_* of a local
         # Cluster, Sentinel or TLS Redis, and secured Kafka's FLASHGATE_KAFKA_*.
@@ -186,7 +190,11 @@ class LocalStack:
         )
         consumer.start()
         self._own(consumer)
-        self.say(f"consumer   group {s.drain.group_id} at {s.drain.rate_per_s:g}/s")
+        processes = resolve_count(s.drain.processes)
+        self.say(
+            f"consumer   group {s.drain.group_id} at {s.drain.rate_per_s:g}/s"
+            + (f" ({processes} processes)" if processes > 1 else "")
+        )
 
         gateway = ManagedProcess(
             "gateway",
@@ -196,7 +204,11 @@ class LocalStack:
             env=self.env,
         )
         self._launch(gateway, s.gateway.host, s.gateway.port)
-        self.say(f"gateway    http://{s.gateway.host}:{s.gateway.port}/v1/orders")
+        workers = resolve_count(s.gateway.workers)
+        self.say(
+            f"gateway    http://{s.gateway.host}:{s.gateway.port}/v1/orders  "
+            f"({workers} worker{'s' if workers > 1 else ''})"
+        )
         token_hint = "FLASHGATE_ADMIN_TOKEN" if s.admin.token else str(self.state / "admin-token")
         self.say(
             f"admin      http://{s.admin.host}:{s.admin.port}/admin/v1/drain  (token: {token_hint})"
@@ -227,9 +239,13 @@ class LocalStack:
         path.write_text(cluster_id + "\n")
         return cluster_id
 
+    @property
+    def parts(self) -> list[ManagedProcess]:
+        return self.supervisor.processes
+
     def _own(self, process: ManagedProcess | None) -> None:
         if process is not None:
-            self.parts.append(process)
+            self.supervisor.add(process)
 
     def _launch(self, process: ManagedProcess, host: str, port: int) -> None:
         process.start()
@@ -243,27 +259,17 @@ class LocalStack:
             ) from None
 
     def watch(self) -> str:
-        """Block until a signal arrives or a part dies; return why."""
-        reason: list[str] = []
-
-        def on_signal(signum: int, frame: object) -> None:
-            reason.append(signal.Signals(signum).name)
-            self._stop.set()
-
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        while not self._stop.wait(0.5):
-            for part in self.parts:
-                if not part.running():
-                    reason.append(f"{part.name} exited with {part.exit_code()}")
-                    self._stop.set()
-                    break
+        """Restart parts that die until a signal arrives or one keeps crashing; return why."""
+        reason = stop_on_signals(self._stop)
+        try:
+            self.supervisor.run(self._stop)
+        except CrashLoop as exc:
+            return str(exc)
         return reason[0] if reason else "stopped"
 
     def stop(self) -> None:
-        for part in reversed(self.parts):
-            part.stop()
-        self.parts.clear()
+        # The gateway drains for up to 15 s, then flushes its producer for up to 10 s.
+        self.supervisor.stop_in_order(timeout_s=45.0)
 
 
 def run_local_stack(

@@ -12,6 +12,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 from flashgate.errors import StackError
 
@@ -34,42 +35,60 @@ class ManagedProcess:
         name: str,
         argv: Sequence[str],
         *,
-        log_path: Path,
+        log_path: Path | None,
         pid_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.name = name
         self.argv = list(argv)
-        self.log_path = log_path
+        # None: it writes where its supervisor writes (a gateway worker).
+        self._log_path = log_path
         self.pid_path = pid_path
         self.env = dict(os.environ if env is None else env)
         self.cwd = cwd
+        # Inherited sockets (a supervisor's listeners a worker serves on).
+        self.pass_fds = tuple(pass_fds)
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        if self._log_path is None:
+            raise StackError(f"{self.name} writes to its supervisor's output, not a file")
+        return self._log_path
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            try:
-                self._proc = subprocess.Popen(
-                    self.argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=self.env,
-                    cwd=self.cwd,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-            except OSError as exc:
-                raise StackError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
-        if self.pid_path is not None:
+        """Start it (again, after it exited: same argv, env and log file)."""
+        if self._log_path is None:
+            self._popen(None)
+        else:
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self._log_path, "ab") as log:
+                self._popen(log)
+        if self.pid_path is not None and self._proc is not None:
             self.pid_path.parent.mkdir(parents=True, exist_ok=True)
             self.pid_path.write_text(f"{self._proc.pid}\n")
+
+    def _popen(self, log: IO[bytes] | None) -> None:
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=None if log is None else subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+                pass_fds=self.pass_fds,
+            )
+        except OSError as exc:
+            raise StackError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
 
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -110,7 +129,9 @@ class ManagedProcess:
             self._proc.wait(timeout=10)
 
     def log_tail(self, lines: int = 20) -> str:
+        if self._log_path is None:
+            return ""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join(self._log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""

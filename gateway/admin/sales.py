@@ -16,6 +16,7 @@ from gateway.admin.errors import decode_body
 from gateway.body import read_limited_body
 from gateway.problems import ApiError, json_response, unavailable
 from gateway.soldout import SoldOutCache
+from gateway.worker_peers import PeerMetrics
 
 ADMIN_BODY_MAX = 1024 * 1024
 _SALE_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
@@ -46,6 +47,9 @@ async def put_sale(request: Request) -> Response:
         raise unavailable("Redis is unavailable; the sale was not loaded") from None
     sold_out: SoldOutCache = request.app.state.sold_out
     sold_out.forget(sale_id)
+    peers: PeerMetrics | None = getattr(request.app.state, "peers", None)
+    if peers is not None:
+        await peers.forget_sold_out(sale_id)
     audit(
         request,
         f"PUT /admin/v1/sales/{sale_id}",
