@@ -270,8 +270,6 @@ class DrainSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fi
     def __post_init__(self) -> None:
         if self.processes < 0:
             raise ValueError("drain.processes must be >= 0 (0 = one per CPU)")
-
-    def __post_init__(self) -> None:
         # Imported here: that module is typed against this one.
         from flashgate.drain.backend_settings import check_backend_settings
 

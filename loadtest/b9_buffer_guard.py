@@ -1,4 +1,4 @@
-"""B8, the buffer guard: a sale bigger than the drain can deliver within the retention.
+"""B9, the buffer guard: a sale bigger than the drain can deliver within the retention.
 
 Starts Redis, one Kafka broker, the reference backend (no capacity limit), the
 gateway and one consumer draining at `--drain-rate`, with the orders topic's
@@ -11,7 +11,7 @@ opens again as the backlog shrinks. Sampled every half second from
 headroom; per second from the generator: 202s and 503 `backlog_full`. At the end
 every 202 is reconciled against the backend's table.
 
-    .venv/bin/python -m loadtest.b8_buffer_guard --out loadtest/results/b8
+    .venv/bin/python -m loadtest.b9_buffer_guard --out loadtest/results/b9
 
 Writes `<out>.json` (summary and series) and `<out>.png`; prints the summary.
 """
@@ -40,7 +40,7 @@ from loadtest.harness import ADMIN_TOKEN, Stack, command_line, load_sale
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
-SALE_ID = "b8"
+SALE_ID = "b9"
 OPEN_RATE = {"per_second": 0, "burst": 1}
 CONNECTIONS = 64
 
@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         settings = {
             "FLASHGATE_DRAIN_BACKEND_URL": f"http://127.0.0.1:{port}",
-            "FLASHGATE_DRAIN_GROUP_ID": f"b8-{os.getpid()}",
+            "FLASHGATE_DRAIN_GROUP_ID": f"b9-{os.getpid()}",
             "FLASHGATE_DRAIN_RATE_PER_S": str(args.drain_rate),
             "FLASHGATE_DRAIN_BURST": "10",
             "FLASHGATE_KAFKA_RETENTION_MS": str(int(args.retention_s * 1000)),
@@ -179,8 +179,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     samples = load["samples"]
     projected = [s["admitted_delivered_in_s"] for s in samples if s["admitted_delivered_in_s"]]
     return {
-        "benchmark": "B8",
-        "command": command_line("loadtest.b8_buffer_guard"),
+        "benchmark": "B9",
+        "command": command_line("loadtest.b9_buffer_guard"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "drain_rate": args.drain_rate,
         "retention_s": args.retention_s,
@@ -227,7 +227,7 @@ def plot(result: dict[str, Any], out: Path) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(
-        f"B8: drain {result['drain_rate']:g}/s, retention {result['retention_s']:g} s, "
+        f"B9: drain {result['drain_rate']:g}/s, retention {result['retention_s']:g} s, "
         f"buffer_safety_s {result['safety_s']:g}"
     )
     fig.tight_layout()
@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--tail-rate", type=float, default=20.0)
     parser.add_argument("--tail-s", type=float, default=40.0)
     parser.add_argument("--timeout-s", type=float, default=180.0)
-    parser.add_argument("--out", type=Path, default=Path("loadtest/results/b8"))
+    parser.add_argument("--out", type=Path, default=Path("loadtest/results/b9"))
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args()
     result = run(args)
