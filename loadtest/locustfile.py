@@ -38,8 +38,10 @@ from __future__ import annotations
 import json
 import random
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import gevent
@@ -50,6 +52,8 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 MAX_ATTEMPTS = 8
+# A shopper who came before the opening waits for it at most this many times.
+NOT_OPEN_WAITS = 60
 MAX_RETRY_AFTER_S = 10.0
 STATUS_POLLS = 10
 OUTCOME_UNKNOWN = "outcome_unknown"
@@ -74,6 +78,13 @@ def _options(parser: LocustArgumentParser) -> None:
     group.add_argument(
         "--poll-status", default="true", choices=["true", "false"], help="poll order status"
     )
+    group.add_argument(
+        "--open-at-spike", default="false", choices=["true", "false"],
+        help="schedule the (loaded) sale to open when the spike starts: the idle shoppers "
+        "meet 409 sale_not_open and wait for it (needs --admin-url and --admin-token)",
+    )  # fmt: skip
+    group.add_argument("--admin-url", default="http://127.0.0.1:8081", help="gateway admin API")
+    group.add_argument("--admin-token", default="", help="the admin API's bearer token")
 
 
 class SaleShape(LoadTestShape):
@@ -165,6 +176,39 @@ def _start_watch(environment: Environment, **kwargs: Any) -> None:
         gevent.spawn(_watch, environment)
 
 
+@events.test_start.add_listener
+def _schedule_opening(environment: Environment, **kwargs: Any) -> None:
+    """With --open-at-spike: reload the sale as it is, opening when the spike starts."""
+    options = environment.parsed_options
+    if options is None or options.open_at_spike != "true":
+        return
+    if isinstance(environment.runner, WorkerRunner):
+        return  # the master (or the only process) schedules it, once
+    opens = datetime.now(UTC) + timedelta(seconds=options.idle_seconds)
+    sale = _admin(options, "GET", f"/admin/v1/sales/{options.sale_id}")
+    definition = {
+        "stock": {sku: counts["loaded"] for sku, counts in sale["skus"].items()},
+        "per_order_max": sale["per_order_max"],
+        "per_user_max": sale["per_user_max"],
+        "rates": sale["rates"],
+        "opens_at": opens.isoformat(timespec="milliseconds"),
+    }
+    _admin(options, "PUT", f"/admin/v1/sales/{options.sale_id}", definition)
+    print(f"sale {options.sale_id} opens at {definition['opens_at']}", flush=True)
+
+
+def _admin(options: Any, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        options.admin_url.rstrip("/") + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {options.admin_token}",
+                 "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
 @events.quitting.add_listener
 def _verdict(environment: Environment, **kwargs: Any) -> None:
     runner = environment.runner
@@ -204,13 +248,14 @@ class Shopper(FastHttpUser):
         }
         # One key for every attempt: a retry after a lost answer never buys twice.
         headers = {**self.headers, "Idempotency-Key": uuid.uuid4().hex}
-        for _ in range(MAX_ATTEMPTS):
+        attempts = 0
+        for _ in range(MAX_ATTEMPTS + NOT_OPEN_WAITS):
             with self.client.post(
                 "/v1/orders", json=order, headers=headers, name="POST /v1/orders",
                 catch_response=True,
             ) as response:  # fmt: skip
                 status = response.status_code
-                if status in (202, 409, 429, 503):
+                if status in (202, 409, 410, 429, 503):
                     # 429/503 (shaped out, shed) and 409 (sold out) are what a sale looks
                     # like, not failures of the gateway.
                     response.success()
@@ -219,11 +264,24 @@ class Shopper(FastHttpUser):
             if status == 202:
                 self._follow(response.json()["order_id"])
                 break
-            if status == 503 and _error(response.text) == OUTCOME_UNKNOWN:
+            error = _error(response.text)
+            if status == 409 and error == "sale_not_open":
+                # Here before the opening: wait as told (capped) and ask again; waiting
+                # for the sale is not an attempt that failed.
+                self._count("sale_not_open")
+                time.sleep(_retry_after(response.headers.get("Retry-After")))
+                continue
+            if status == 410:
+                self._count("sale_closed")
+                break
+            if status == 503 and error == OUTCOME_UNKNOWN:
                 self._settle_unknown(response.json(), response.headers.get("Retry-After"))
                 break
             if status not in (429, 503):
                 break  # sold out, over the limit, or an error: the shopper leaves
+            attempts += 1
+            if attempts >= MAX_ATTEMPTS:
+                break
             time.sleep(_retry_after(response.headers.get("Retry-After")))
         raise StopUser()
 

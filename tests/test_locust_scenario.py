@@ -47,3 +47,36 @@ def test_headless_sale_run(services: Services, tmp_path: Path) -> None:
     sale = admin_json(env, "GET", "/admin/v1/sales/sale-1")
     assert sale["accepted_orders"] == 40
     assert all(sku["remaining"] == 0 for sku in sale["skus"].values())
+
+
+def test_a_scheduled_opening_keeps_early_shoppers_waiting(
+    services: Services, tmp_path: Path
+) -> None:
+    """--open-at-spike: the sale opens when the spike starts; the idle shoppers before it
+    are told sale_not_open, wait, and buy once it opens; nothing is sold before."""
+    env = services.env
+    services.start_gateway()
+    load_sale(env, "sale-2", {"stock": {"SKU-1": 30}, "per_user_max": 1})
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "locust", "-f", str(REPO / "loadtest" / "locustfile.py"),
+            "--host", env.gateway_url, "--headless", "--csv", str(tmp_path / "sale"),
+            "--sale-id", "sale-2", "--skus", "SKU-1",
+            "--idle-users", "5", "--idle-seconds", "3",
+            "--spike-users", "40", "--spike-seconds", "4",
+            "--tail-users", "1", "--tail-seconds", "1", "--sale-spawn-rate", "40",
+            "--poll-status", "false", "--stop-timeout", "5",
+            "--open-at-spike", "true", "--admin-url", env.admin_url,
+            "--admin-token", env.admin_token(),
+        ],
+        capture_output=True, text=True, timeout=90, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "sale sale-2 opens at " in result.stdout
+    with open(tmp_path / "sale_stats.csv") as stats_file:
+        rows = {row["Name"]: row for row in csv.DictReader(stats_file)}
+    assert int(rows["sale_not_open"]["Request Count"]) >= 5, rows.keys()
+    assert int(rows["POST /v1/orders"]["Failure Count"]) == 0
+    sale = admin_json(env, "GET", "/admin/v1/sales/sale-2")
+    assert sale["state"] in ("open", "sold_out") and sale["opens_at"] is not None
+    assert sale["accepted_orders"] == 30  # the early shoppers and the spike bought it out
