@@ -116,20 +116,21 @@ def dead_letters_and_replay(services: Services) -> None:
     replay` puts them back and they are delivered: every Kafka client of the drain and the
     CLI (consumer, DLQ producer, DLQ reader, replay producer) over the secured listener."""
     env = services.env
-    services.start_backend()
+    # The backend answers 422 to orders marked "refuse-me": refused for good, so each of
+    # those is dead-lettered (a refusal of *every* order would hold the drain instead).
+    backend = services.start_backend("--reject-attribute", "refuse-me")
     drain = services.start_consumer()
     services.start_gateway()
     orders_reach_the_backend(services, 10)
-    drain.stop(timeout_s=20)
-
-    # A backend route that answers 404: each order is refused for good, so dead-lettered.
-    services.start_consumer(FLASHGATE_DRAIN_BACKEND_URL=f"{env.backend_url}/nope")
     sale_id = f"sale-{uuid.uuid4().hex[:8]}"
     load_sale(env, sale_id, {"stock": {"A": 3}, "rates": OPEN_RATES})
 
     async def post() -> list[str]:
         async with Client(env.gateway_url) as client:
-            answers = [await client.order(sale_id=sale_id, user_id=f"d{i}") for i in range(3)]
+            answers = [
+                await client.order(sale_id=sale_id, user_id=f"d{i}", attributes={"refuse-me": "1"})
+                for i in range(3)
+            ]
         assert [a.status for a in answers] == [202] * 3
         return [str(a.body["order_id"]) for a in answers]
 
@@ -137,8 +138,10 @@ def dead_letters_and_replay(services: Services) -> None:
     settings = env.settings
     assert wait_until(lambda: len(list_dead_letters(settings)) >= 3, 30, interval_s=0.5)
     assert {letter.order_id for letter in list_dead_letters(settings)} == set(order_ids)
-    services.running[-1].stop(timeout_s=20)
-
+    drain.stop(timeout_s=20)
+    # The backend takes them now (its refusal was fixed): the replay delivers them.
+    backend.stop(timeout_s=20)
+    services.start_backend()
     services.start_consumer()
     assert "replayed 3 dead letters" in flashgate_cli(env, "dlq", "replay")
 
