@@ -98,6 +98,7 @@ class BacklogGuard:
         self._fetched_at = -math.inf
         self._refreshing: asyncio.Task[None] | None = None
         self._policies: dict[str, tuple[float, SalePolicy]] = {}
+        self._policy_reads: dict[str, asyncio.Task[SalePolicy]] = {}
 
     async def check(self, sale_id: str) -> BacklogFull | None:
         """None when an order of this sale admitted now would be delivered in time."""
@@ -157,10 +158,26 @@ class BacklogGuard:
         return SharedProjection(projection, resumed, seen.override.paused)
 
     async def _policy(self, sale_id: str) -> SalePolicy:
-        now = time.monotonic()
+        """The sale's guard settings, read at most once a second per sale and gateway.
+
+        One read at a time per sale: a crowd arriving at once (or when the cached value
+        turns a second old) must not send one Redis call per request, which would take
+        every pooled connection from the admissions themselves."""
         cached = self._policies.get(sale_id)
-        if cached is not None and now - cached[0] < REFRESH_S:
+        if cached is not None and time.monotonic() - cached[0] < REFRESH_S:
             return cached[1]
+        reading = self._policy_reads.get(sale_id)
+        if reading is None:
+            reading = asyncio.create_task(self._read_policy(sale_id, cached))
+            self._policy_reads[sale_id] = reading
+            reading.add_done_callback(lambda _done: self._policy_reads.pop(sale_id, None))
+        if cached is not None:
+            return cached[1]  # a second old at most, while the read is on its way
+        return await asyncio.shield(reading)
+
+    async def _read_policy(
+        self, sale_id: str, cached: tuple[float, SalePolicy] | None
+    ) -> SalePolicy:
         try:
             within, on_full = await self._redis.hmget(
                 SaleKeys.of(sale_id).config, ["deliver_within_s", "on_backlog_full"]
@@ -174,5 +191,5 @@ class BacklogGuard:
         )
         if len(self._policies) >= POLICIES_MAX:
             self._policies.clear()
-        self._policies[sale_id] = (now, policy)
+        self._policies[sale_id] = (time.monotonic(), policy)
         return policy

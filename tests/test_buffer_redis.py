@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 from flashgate.admission.keys import SaleKeys
 from flashgate.drain import losses
@@ -18,6 +19,7 @@ from flashgate.kafka.config import consumer_config
 from flashgate.order_status import status_key
 from flashgate.redis_client import create_redis
 from flashgate.settings import RedisSettings, load_settings
+from flashgate.stack.redis_server import RedisServer
 from gateway.backlog_guard import PAUSED_RETRY_AFTER_S, BacklogGuard
 
 
@@ -119,3 +121,31 @@ def test_guard_shares_one_projection_and_honours_a_sales_limit(any_redis: RedisS
 def test_the_drain_never_resets_to_latest() -> None:
     settings = load_settings(environ={})
     assert consumer_config(settings.kafka, settings.drain, "c")["auto.offset.reset"] == "earliest"
+
+
+def test_a_crowd_reads_a_sales_guard_settings_once(redis_server: RedisServer) -> None:
+    """1,000 orders of one sale at once, on a gateway that has not read its settings yet:
+    one Redis read between them, not one each (that took every pooled connection from
+    the admissions in the full suite's 1,000-buyer race)."""
+    settings = load_settings(environ={"FLASHGATE_DRAIN_GROUP_ID": f"g-{uuid.uuid4().hex[:6]}"})
+    sale = f"s-{uuid.uuid4().hex[:6]}"
+
+    async def scenario() -> int:
+        redis = create_redis(RedisSettings(url=redis_server.url))
+        try:
+            await redis.hset(SaleKeys.of(sale).config, "deliver_within_s", "30")
+            guard = BacklogGuard(redis, settings)
+            before = await _hmget_calls(redis)
+            policies = await asyncio.gather(*(guard._policy(sale) for _ in range(1000)))
+            assert {policy.deliver_within_s for policy in policies} == {30.0}
+            return await _hmget_calls(redis) - before
+        finally:
+            await redis.delete(SaleKeys.of(sale).config)
+            await redis.aclose()
+
+    assert asyncio.run(scenario()) == 1
+
+
+async def _hmget_calls(redis: Any) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
