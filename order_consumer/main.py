@@ -3,7 +3,8 @@
 Builds the clients (Redis, Kafka consumer and DLQ producer, backend HTTP
 session) and, with `[drain] health_port`, the probe listener (health_server.py),
 hands them to the worker, and closes them when it returns. SIGTERM
-or SIGINT stop the worker: requests on the wire finish, offsets are committed.
+or SIGINT stop the worker: requests on the wire finish, offsets are committed; one
+that comes during start-up is kept until the worker exists (stop_signals.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 
 import uvloop
@@ -31,6 +31,7 @@ from order_consumer.health import ConsumerHealth, WatchedSource
 from order_consumer.health_server import HealthServer
 from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandler
 from order_consumer.status_writer import StatusWriter
+from order_consumer.stop_signals import StopSignals
 from order_consumer.worker import DrainWorker, Parts
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,13 @@ log = logging.getLogger(__name__)
 DLQ_FLUSH_S = 10.0
 
 
-async def run_consumer(settings: Settings) -> None:
+async def run_consumer(settings: Settings, signals: StopSignals | None = None) -> None:
+    """Drain until stopped; `signals` caught since start-up are handed to the worker."""
+    if signals is None:
+        signals = StopSignals()
+        signals.install()
     consumer_id = f"{socket.gethostname()}-{os.getpid()}"
+    log.info("starting %s", consumer_id)
     drain = settings.drain
     redis = create_redis(settings.redis)
     dlq = KafkaProducer(producer_config(settings.kafka, f"drain-{os.getpid()}-dlq"))
@@ -94,8 +100,7 @@ async def run_consumer(settings: Settings) -> None:
             if health_server is not None:
                 health_server.count(worker.counters, statuses)
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, worker.stop)
+            signals.hand_to(loop, worker.stop)
             log.info(
                 "draining %s to %s as %s in group %s",
                 settings.kafka.orders_topic, shown_url(drain.backend_endpoint), consumer_id,
@@ -119,8 +124,10 @@ async def run_consumer(settings: Settings) -> None:
 
 
 def main() -> None:
+    signals = StopSignals()
+    signals.install()
     configure_logging("consumer")
-    uvloop.run(run_consumer(load_settings()))
+    uvloop.run(run_consumer(load_settings(), signals))
 
 
 if __name__ == "__main__":
