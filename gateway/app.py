@@ -9,7 +9,6 @@ which server runs it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -33,6 +32,7 @@ from flashgate.order_status import OrderStatusStore
 from flashgate.redis_client import RedisClient, create_redis, describe
 from flashgate.redis_scripts.loader import RedisScripts, Replication
 from flashgate.settings import RedisSettings, Settings
+from flashgate.task_cancel import cancel_and_wait
 from gateway.auth import BearerAuth
 from gateway.backlog_guard import BacklogGuard
 from gateway.context import GatewayContext
@@ -54,6 +54,7 @@ from gateway.status_page import order_page, order_script
 log = logging.getLogger(__name__)
 
 PRODUCER_FLUSH_S = 10.0
+REAPER_STOP_S = 5.0
 # message.timeout.ms bounds every delivery report; this is the belt to its braces.
 # At start, how long to wait for Kafka to answer or refuse before serving anyway.
 FIRST_ANSWER_WAIT_S = 3.0
@@ -145,9 +146,10 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
         try:
             yield
         finally:
-            reaping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reaping
+            # Cancelled until it ends: on Python 3.11 a cancel that lands as a Redis call
+            # returns can be lost (docs/FACTS.md), and the loop would run on.
+            if await cancel_and_wait([reaping], REAPER_STOP_S):
+                log.error("the reaper did not stop within %g s", REAPER_STOP_S)
             # In-flight requests have finished by now (the server drained them):
             # settle what is pending, then flush whatever librdkafka still holds.
             await settler.aclose()

@@ -149,5 +149,8 @@ class BackendGate:
         self._changed = asyncio.Event()
 
     async def _wait(self, timeout_s: float) -> None:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a
+        # cancellation (see flashgate/task_cancel.py).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), timeout=max(0.0, timeout_s))
+            async with asyncio.timeout(max(0.0, timeout_s)):
+                await self._changed.wait()

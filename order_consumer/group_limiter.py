@@ -123,8 +123,11 @@ class GroupLimiter:
             # `most`) again and again. Waking a little late loses nothing: the
             # tokens stay in the bucket up to its burst.
             timeout_s = wait_s * (1 + random.random() * WAIT_JITTER)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a
+            # cancellation (see flashgate/task_cancel.py).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
+                async with asyncio.timeout(timeout_s):
+                    await self._wake.wait()
 
     async def _take(self, want: int, most: int) -> tuple[int, float]:
         now = "" if self._now_us is None else str(self._now_us())

@@ -3,7 +3,8 @@
 Builds the clients (Redis, Kafka consumer and DLQ producer, backend HTTP
 session) and, with `[drain] health_port`, the probe listener (health_server.py),
 hands them to the worker, and closes them when it returns. SIGTERM
-or SIGINT stop the worker: requests on the wire finish, offsets are committed.
+or SIGINT stop the worker: requests on the wire finish, offsets are committed; one
+that comes during start-up is kept until the worker exists (stop_signals.py).
 With `[drain] processes` other than 1 this process supervises that many
 (`order_consumer.processes`) instead.
 """
@@ -14,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 
@@ -40,6 +40,7 @@ from order_consumer.kafka_source import EndOffsets, KafkaSource, RebalanceHandle
 from order_consumer.loss_watch import LogStarts, LossWatch
 from order_consumer.processes import run_processes
 from order_consumer.status_writer import StatusWriter
+from order_consumer.stop_signals import StopSignals
 from order_consumer.worker import DrainWorker, Parts
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,13 @@ log = logging.getLogger(__name__)
 DLQ_FLUSH_S = 10.0
 
 
-async def run_consumer(settings: Settings) -> None:
+async def run_consumer(settings: Settings, signals: StopSignals | None = None) -> None:
+    """Drain until stopped; `signals` caught since start-up are handed to the worker."""
+    if signals is None:
+        signals = StopSignals()
+        signals.install()
     consumer_id = f"{socket.gethostname()}-{os.getpid()}"
+    log.info("starting %s", consumer_id)
     drain = settings.drain
     redis = create_redis(settings.redis)
     dlq = KafkaProducer(producer_config(settings.kafka, f"drain-{os.getpid()}-dlq"))
@@ -115,8 +121,7 @@ async def run_consumer(settings: Settings) -> None:
             if health_server is not None:
                 health_server.count(worker.counters, statuses)
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, worker.stop)
+            signals.hand_to(loop, worker.stop)
             log.info(
                 "draining %s to %s as %s in group %s",
                 settings.kafka.orders_topic, shown_url(drain.backend_endpoint), consumer_id,
@@ -141,6 +146,8 @@ async def run_consumer(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    signals = StopSignals()
+    signals.install()  # first: a stop during start-up is kept, not the default death
     parser = argparse.ArgumentParser(prog="flashgate-consumer")
     parser.add_argument("--process", type=int, help="one of [drain] processes (internal)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
@@ -148,8 +155,11 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     count = resolve_count(settings.drain.processes)
     if args.process is None and count > 1:
+        if signals.requested:  # stopped before it started anything
+            sys.exit(0)
+        # The supervisor installs its own handlers; it stops its consumers on a signal.
         sys.exit(run_processes(settings, count))
-    uvloop.run(run_consumer(settings))
+    uvloop.run(run_consumer(settings, signals))
 
 
 if __name__ == "__main__":

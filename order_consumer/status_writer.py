@@ -74,8 +74,11 @@ class StatusWriter:
         """Write until cancelled."""
         while True:
             self._wake.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can drop a
+            # cancellation (see flashgate/task_cancel.py).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), FLUSH_INTERVAL_S)
+                async with asyncio.timeout(FLUSH_INTERVAL_S):
+                    await self._wake.wait()
             if not await self.flush():
                 await asyncio.sleep(RETRY_PAUSE_S)
 

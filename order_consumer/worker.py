@@ -47,6 +47,7 @@ from flashgate.kafka.producer import KafkaProducer
 from flashgate.order import OrderRecord, decode_record
 from flashgate.redis_client import RedisClient, RedisFailure
 from flashgate.settings import Settings
+from flashgate.task_cancel import cancel_and_wait
 from order_consumer.backend_gate import BackendGate, GateState
 from order_consumer.config_watch import ConfigWatch
 from order_consumer.dead_letters import DeadLetterSender
@@ -70,6 +71,8 @@ BACKPRESSURE_PAUSE_S = 5.0
 PENDING_FACTOR = 4
 FENCE_RETRY_S = 1.0
 JOB_RESTART_S = 1.0
+# The background loops end at once when cancelled; this only bounds a bug.
+BACKGROUND_STOP_S = 5.0
 BACKEND_STATES = {GateState.CLOSED: "up", GateState.OPEN: "down", GateState.HALF_OPEN: "probing"}
 
 
@@ -200,7 +203,8 @@ class DrainWorker:
                     # drop what librdkafka prefetched and cost a refetch every cycle.
                     self._job_done.clear()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._job_done.wait(), ROOM_WAIT_S)
+                        async with asyncio.timeout(ROOM_WAIT_S):
+                            await self._job_done.wait()
                     continue
                 messages = await self._source.poll(
                     min(self._drain.poll_batch, max(1, room)), POLL_TIMEOUT_S
@@ -214,9 +218,10 @@ class DrainWorker:
             await self._source.commit()
             await self._statuses.flush()
             await self._fence.aclose()
-            for task in background:
-                task.cancel()
-            await asyncio.gather(*background, return_exceptions=True)
+            stuck = await cancel_and_wait(background, BACKGROUND_STOP_S)
+            if stuck:
+                log.error("background loops still running at stop: %s",
+                          sorted(task.get_name() for task in stuck))  # fmt: skip
             with contextlib.suppress(*RedisFailure):
                 await self._reporter.withdraw()
             await self._source.close()
