@@ -38,6 +38,11 @@ RedisClient = Redis | RedisCluster
 # one command (no node reachable, slots not covered during a failover) derive from
 # RedisClusterException, not RedisError: callers that answer 503 catch both.
 RedisFailure = (RedisError, RedisClusterException)
+# redis-py on uvloop can raise RuntimeError ("... the handler is closed") when it reopens
+# a connection on a transport a failover has just closed (seen under Sentinel: the
+# consumer's progress loop died of it mid-failover). A lost connection in all but name:
+# the drain's background loops, which must outlive a failover, take it as one.
+RedisFailureInLoop = (*RedisFailure, RuntimeError)
 
 # Short timeouts: a request must fail fast when Redis is gone, not hang.
 SOCKET_TIMEOUT_S = 2.0

@@ -19,7 +19,7 @@ import msgspec
 from flashgate.drain.control import DrainControl, DrainOverride
 from flashgate.drain.schedule import Schedule
 from flashgate.errors import ConfigError
-from flashgate.redis_client import RedisFailure
+from flashgate.redis_client import RedisFailureInLoop
 from flashgate.settings import DrainSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class ConfigWatch:
     async def _poll_override(self) -> None:
         try:
             override = await self._control.get()
-        except RedisFailure as exc:
+        except RedisFailureInLoop as exc:
             if self._redis_ok:
                 log.warning("drain override unreadable, keeping %s: %s", self.override, exc)
             self._redis_ok = False

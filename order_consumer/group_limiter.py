@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Callable
 
 from flashgate.drain.keys import limiter_key
-from flashgate.redis_client import RedisFailure
+from flashgate.redis_client import RedisFailureInLoop
 from flashgate.redis_scripts.loader import RedisScripts
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,7 @@ class GroupLimiter:
             want = min(waiting, self.batch_size())
             try:
                 granted, wait_s = await self._take(want, min(waiting, self._burst))
-            except RedisFailure as exc:
+            except RedisFailureInLoop as exc:
                 # A loop, not tenacity: the retry is one branch of the fetcher, which
                 # also waits for waiters and for tokens; each pass must look at the
                 # waiters and the rate again before it asks Redis anew.

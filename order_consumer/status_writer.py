@@ -28,7 +28,7 @@ from redis.exceptions import RedisError
 
 from flashgate.admission.keys import SaleKeys
 from flashgate.order_status import status_key
-from flashgate.redis_client import RedisClient, RedisFailure, as_text
+from flashgate.redis_client import RedisClient, RedisFailureInLoop, as_text
 from flashgate.redis_scripts.loader import RedisScripts
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class StatusWriter:
             batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
             try:
                 await self._write(batch)
-            except RedisFailure as exc:
+            except RedisFailureInLoop as exc:
                 self._retry_later(batch, exc)
                 return False
             self.written += len(batch)

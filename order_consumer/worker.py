@@ -45,7 +45,7 @@ from flashgate.admission.keys import SaleKeys
 from flashgate.dlq import Headers
 from flashgate.kafka.producer import KafkaProducer
 from flashgate.order import OrderRecord, decode_record
-from flashgate.redis_client import RedisClient, RedisFailure
+from flashgate.redis_client import RedisClient, RedisFailure, RedisFailureInLoop
 from flashgate.settings import Settings
 from flashgate.task_cancel import cancel_and_wait
 from order_consumer.backend_gate import BackendGate, GateState
@@ -247,7 +247,7 @@ class DrainWorker:
         while True:
             try:
                 await self._reporter.publish(self._snapshot())
-            except RedisFailure as exc:
+            except RedisFailureInLoop as exc:
                 log.warning("progress not published: %s", exc)
             await asyncio.sleep(interval)
 
