@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -17,6 +18,7 @@ from flashgate.ids import new_order_id
 from flashgate.kafka.config import admin_config, producer_config, reader_config
 from flashgate.order import OrderRecord, encode_record
 from flashgate.settings import Settings
+from tests.services import Services
 
 PARTITIONS = 6
 SET = AlterConfigOpType.SET
@@ -70,3 +72,13 @@ def log_starts(settings: Settings) -> dict[int, int]:
         }
     finally:
         consumer.close()
+
+
+def stored_ids(services: Services) -> set[str]:
+    """The order ids the reference backend stored (its SQLite table, read-only)."""
+    path = services.env.root / "backend.sqlite3"
+    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+    try:
+        return {row[0] for row in connection.execute("SELECT order_id FROM orders")}
+    finally:
+        connection.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sqlite3
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ import redis
 from flashgate.drain.keys import projection_key
 from flashgate.drain.projection import seconds_until_fits
 from gateway.backlog_guard import SharedProjection
-from tests.buffer_support import shorten_retention
+from tests.buffer_support import shorten_retention, stored_ids
 from tests.gateway_client import OPEN_RATES, Answer, Client
 from tests.services import Services, admin_json, load_sale, wait_until
 
@@ -36,15 +35,6 @@ LIMIT_S = RETENTION_S - SAFETY_S
 DRAIN_RATE = 20
 SEND_RATE = 60
 SEND_S = 12
-
-
-def stored_ids(services: Services) -> set[str]:
-    path = services.env.root / "backend.sqlite3"
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return {row[0] for row in connection.execute("SELECT order_id FROM orders")}
-    finally:
-        connection.close()
 
 
 def test_sale_larger_than_the_drain_is_refused_honestly(services: Services) -> None:

@@ -10,14 +10,13 @@ condition) until retention deleted them, then resumes the drain.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 import urllib.request
 
 import pytest
 import redis
 
-from tests.buffer_support import log_starts, produce_each_partition, shorten_retention
+from tests.buffer_support import log_starts, produce_each_partition, shorten_retention, stored_ids
 from tests.gateway_client import OPEN_RATES, Client
 from tests.services import Services, admin_json, load_sale, wait_drain_paused, wait_until
 
@@ -26,15 +25,6 @@ pytestmark = pytest.mark.e2e
 RETENTION_MS = 30_000
 SEGMENT_MS = 1_000
 LOST = 24
-
-
-def stored_ids(services: Services) -> set[str]:
-    path = services.env.root / "backend.sqlite3"
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        return {row[0] for row in connection.execute("SELECT order_id FROM orders")}
-    finally:
-        connection.close()
 
 
 def test_records_deleted_before_delivery_are_reported_by_offset(services: Services) -> None:
