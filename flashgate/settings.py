@@ -39,6 +39,8 @@ REDIS_PORT = 6379
 MAX_BODY_BYTES = 8 * 1024
 PRODUCE_TIMEOUT_MS = 5_000
 IN_FLIGHT_MAX = 2_000
+SHED_LAG_MS = 50
+SHED_RETRY_AFTER_S = 1
 RETENTION_MS = 3 * 24 * 3600 * 1000
 ORDER_STATUS_TTL_S = 4 * 24 * 3600
 DRAIN_RATE_PER_S = 500.0
@@ -68,6 +70,11 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     max_body_bytes: int = MAX_BODY_BYTES
     produce_timeout_ms: int = PRODUCE_TIMEOUT_MS
     in_flight_max: int = IN_FLIGHT_MAX
+    # Shed public requests (503, gateway.shedding) while the event loop runs later than
+    # this in a standing way; the answer's latency target, less the work itself. 0 = off.
+    shed_lag_ms: int = SHED_LAG_MS
+    # A shed request's Retry-After, spread over this to three times it.
+    shed_retry_after_s: int = SHED_RETRY_AFTER_S
     # Storefront bearer tokens; empty means the public API needs none (unless shopper
     # tokens are configured).
     storefront_tokens: list[str] = msgspec.field(default_factory=list)
@@ -99,6 +106,10 @@ class GatewaySettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_
     def __post_init__(self) -> None:
         if self.workers < 0:
             raise ValueError("gateway.workers must be >= 0 (0 = one per CPU)")
+        if self.shed_lag_ms < 0:
+            raise ValueError("gateway.shed_lag_ms must be >= 0 (0 = no shedding by lag)")
+        if self.shed_retry_after_s < 1:
+            raise ValueError("gateway.shed_retry_after_s must be >= 1")
 
 
 class AdminSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):

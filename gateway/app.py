@@ -1,9 +1,9 @@
 """Compose the gateway's public ASGI app: middleware in order, routes, and the lifespan
 that owns every client.
 
-Middleware, outermost first: metrics (count every answer), load shedding (the
-in-flight cap), storefront auth. The app is pure ASGI: nothing here knows
-which server runs it.
+Middleware, outermost first: CORS (when configured), metrics (count every answer),
+the header limit, load shedding (loop lag and the in-flight cap), storefront auth.
+The app is pure ASGI: nothing here knows which server runs it.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from gateway.context import GatewayContext
 from gateway.drain_metrics import DrainGauges
 from gateway.header_limit import HeaderLimit
 from gateway.health import ReadinessProbe, healthz, readyz
+from gateway.loop_lag import LoopLag
 from gateway.metrics import GatewayMetrics, MetricsMiddleware, metrics_endpoint
 from gateway.openapi import openapi_endpoint
 from gateway.order_status_api import get_order
@@ -46,7 +47,8 @@ from gateway.orders import CreateOrder
 from gateway.problems import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from gateway.reaper import Reaper, reap_forever
 from gateway.settle import Settler
-from gateway.shedding import InFlightLimit
+from gateway.shed_policy import ShedPolicy
+from gateway.shedding import LoadShedder, ShedCounts
 from gateway.shopper_tokens import ShopperTokens
 from gateway.soldout import SoldOutCache
 from gateway.status_page import order_page, order_script
@@ -72,6 +74,12 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
     drain_gauges = DrainGauges(settings)
     metrics.registry.register(drain_gauges)
     sold_out_cache = sold_out or SoldOutCache(settings.gateway.sold_out_cache_ms / 1000)
+    shed_lag_s = settings.gateway.shed_lag_ms / 1000
+    shed_policy = ShedPolicy(shed_lag_s) if shed_lag_s > 0 else None
+    # Measured even with shedding off: the lag is what an operator tunes the target by.
+    loop_lag = LoopLag(shed_policy.observe if shed_policy else lambda lag_s, now_s: None)
+    shed_counts = ShedCounts()
+    metrics.watch_shedding(shed_counts, loop_lag, shed_policy)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -81,6 +89,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             ack_timeout_s=gateway.produce_timeout_ms / 1000 + ACK_GRACE_S,
         )
         producer.start(asyncio.get_running_loop())
+        loop_lag.start(asyncio.get_running_loop())
         await producer.wait_first_answer(FIRST_ANSWER_WAIT_S)
         redis = create_gateway_redis(settings.redis)
         scripts = RedisScripts(
@@ -159,6 +168,7 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             if remaining:
                 log.error("%d records still undelivered at shutdown", remaining)
             await redis.aclose()
+            loop_lag.stop()
 
     app = Starlette(
         routes=[
@@ -175,7 +185,13 @@ def create_app(settings: Settings, *, sold_out: SoldOutCache | None = None) -> S
             *cors(settings.gateway.cors_origins),
             Middleware(MetricsMiddleware, metrics=metrics),
             Middleware(HeaderLimit),
-            Middleware(InFlightLimit, limit=settings.gateway.in_flight_max),
+            Middleware(
+                LoadShedder,
+                limit=settings.gateway.in_flight_max,
+                policy=shed_policy,
+                counts=shed_counts,
+                retry_after_s=settings.gateway.shed_retry_after_s,
+            ),
             Middleware(
                 BearerAuth,
                 tokens=settings.gateway.storefront_tokens,

@@ -4,6 +4,11 @@
 - `flashgate_admission_decisions_total{decision}`: why orders were accepted or refused
 - `flashgate_gateway_produce_seconds`: produce-to-acknowledgement latency (histogram)
 - `flashgate_gateway_in_flight`: requests being handled now
+- `flashgate_gateway_shed_total{signal}`: public requests answered 503 by load shedding,
+  by the signal that shed them (`lag`, `in_flight`)
+- `flashgate_gateway_loop_lag_seconds`: how late the event loop's last tick ran
+  (across workers: the worst); `flashgate_gateway_admitted_fraction`: the share of
+  public requests the lag lets through (across workers: the lowest)
 - `flashgate_admission_batch_size`: orders per admission call to Redis (histogram)
 - `flashgate_gateway_redis_seconds{step}`: Redis time per batch (admit, settle)
 - `flashgate_gateway_fenced_acks_total`: Kafka acknowledgements that came after the
@@ -30,6 +35,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.loop_lag import LoopLag
+from gateway.shed_policy import ShedPolicy
+from gateway.shedding import ShedCounts
+
 PRODUCE_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -42,6 +51,7 @@ class _Counts:
         self.decisions: dict[str, int] = {}
         # Read from the settler at scrape time (set once the lifespan built it).
         self.fenced_acks: Callable[[], int] = lambda: 0
+        self.shed: ShedCounts | None = None
 
     def collect(self) -> Iterator[Metric]:
         requests = CounterMetricFamily(
@@ -58,6 +68,15 @@ class _Counts:
             decisions.add_metric([decision], count)
         yield requests
         yield decisions
+        if self.shed is not None:
+            shed = CounterMetricFamily(
+                "flashgate_gateway_shed",
+                "Public requests answered 503 by load shedding, by signal",
+                labels=["signal"],
+            )
+            shed.add_metric(["lag"], self.shed.lag)
+            shed.add_metric(["in_flight"], self.shed.in_flight)
+            yield shed
         yield CounterMetricFamily(
             "flashgate_gateway_fenced_acks",
             "Acknowledgements of orders already settled not stored",
@@ -107,6 +126,19 @@ class GatewayMetrics:
     def request(self, route: str, status: int) -> None:
         requests = self._counts.requests
         requests[route, status] = requests.get((route, status), 0) + 1
+
+    def watch_shedding(self, counts: ShedCounts, lag: LoopLag, policy: ShedPolicy | None) -> None:
+        self._counts.shed = counts
+        Gauge(
+            "flashgate_gateway_loop_lag_seconds",
+            "How late the event loop's last tick ran",
+            registry=self.registry,
+        ).set_function(lambda: lag.last_s)
+        Gauge(
+            "flashgate_gateway_admitted_fraction",
+            "Share of public requests the loop lag lets through (1 = no shedding)",
+            registry=self.registry,
+        ).set_function(lambda: 1.0 if policy is None else policy.fraction)
 
     def count_fenced_acks(self, read: Callable[[], int]) -> None:
         self._counts.fenced_acks = read

@@ -1,37 +1,83 @@
-"""Load shedding: at most `limit` requests of the public API in flight per process.
+"""Load shedding: the public API answers 503 at once when this process cannot serve in time.
 
-Past the cap a request is answered 503 at once, before its body is read: a
-bounded amount of work instead of an unbounded queue that would make every
-request late. Probes and metrics are never shed.
+Two signals, checked on every public request before anything else is done with
+it (the body is never read):
+- lag (gateway.shed_policy): the share of requests admitted while the event
+  loop runs later than `shed_lag_ms`, the queue a flash crowd builds before the
+  app where no count can see it;
+- count: at most `in_flight_max` requests in flight, a hard cap behind it.
+
+A shed request gets `503 unavailable` from bytes built once, with a
+`Retry-After` drawn from `retry_after_s` to three times it, so the shoppers a
+crowd turned away do not all come back in the same second. Probes, metrics and
+the status page are never shed.
 """
 
 from __future__ import annotations
 
+import random
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.problems import unavailable
+from gateway.shed_policy import ShedPolicy
 
-SHED_RETRY_AFTER_S = 1
+SHED_PREFIX = "/v1/"
+RETRY_AFTER_SPREAD = 3
 
 
-class InFlightLimit:
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+class ShedCounts:
+    """Requests shed so far, by the signal that shed them (read by the metrics)."""
+
+    def __init__(self) -> None:
+        self.lag = 0
+        self.in_flight = 0
+
+
+class LoadShedder:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        limit: int,
+        policy: ShedPolicy | None,
+        counts: ShedCounts,
+        retry_after_s: int = 1,
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.policy = policy
+        self.counts = counts
         self.in_flight = 0
-        self.shed = 0
+        error = unavailable("the gateway is at capacity; retry after the Retry-After seconds")
+        self._body = {"type": "http.response.body", "body": error.body()}
+        self._starts = [
+            {
+                "type": "http.response.start",
+                "status": 503,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(error.body())).encode()),
+                    (b"retry-after", str(seconds).encode()),
+                ],
+            }
+            for seconds in range(retry_after_s, retry_after_s * RETRY_AFTER_SPREAD + 1)
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not scope["path"].startswith(SHED_PREFIX):
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:
-            self.shed += 1
-            response = unavailable("the gateway is at capacity; retry shortly", SHED_RETRY_AFTER_S)
-            await response.to_response()(scope, receive, send)
+            self.counts.in_flight += 1
+        elif self.policy is not None and not self.policy.admit():
+            self.counts.lag += 1
+        else:
+            self.in_flight += 1
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.in_flight -= 1
             return
-        self.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.in_flight -= 1
+        await send(random.choice(self._starts))
+        await send(self._body)

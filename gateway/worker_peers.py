@@ -9,7 +9,8 @@ plain ints, no shared memory, no lock) and serves them on a private loopback
 listener its supervisor opened for it. The worker that a scrape reaches asks the
 others over those listeners and answers the totals: counters and histograms
 summed, `in_flight` summed, `ready` the lowest (the gateway is ready when every
-worker is), the `flashgate_drain_*` gauges its own (every worker reads the same
+worker is), the loop lag the highest and the admitted fraction the lowest (the
+worst worker), the `flashgate_drain_*` gauges its own (every worker reads the same
 Redis hash), plus `flashgate_gateway_worker_up{worker}` saying which answered and
 `flashgate_gateway_worker_requests_total{worker}` how the kernel spread the load.
 
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
 
 PEER_TIMEOUT_S = 2.0
 OWN_ONLY_PREFIX = "flashgate_drain_"
-LOWEST = ("flashgate_gateway_ready",)
+LOWEST = ("flashgate_gateway_ready", "flashgate_gateway_admitted_fraction")
+HIGHEST = ("flashgate_gateway_loop_lag_seconds",)
 WORKER_UP = "flashgate_gateway_worker_up"
 FORGET_PATH = "/sold-out/forget"
 REQUESTS = "flashgate_gateway_requests"
@@ -75,6 +77,8 @@ def merge_worker_metrics(texts: Mapping[int, str | None], own: int) -> bytes:
                     family.samples[key] = sample.value
                 elif parsed.name in LOWEST or sample.name.endswith("_created"):
                     family.samples[key] = min(seen, sample.value)
+                elif parsed.name in HIGHEST:
+                    family.samples[key] = max(seen, sample.value)
                 else:
                     family.samples[key] = seen + sample.value
     up = _Family(WORKER_UP, "1 for each gateway worker that answered this scrape", "gauge")
