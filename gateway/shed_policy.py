@@ -1,23 +1,25 @@
 """When to shed: the share of new public requests admitted, steered by event-loop lag.
 
-The signal is the lag of the process's event loop (gateway.loop_lag), judged the
-way CoDel judges a queue: over each `interval_s` window, the *smallest* lag seen.
-One slow iteration (a GC pause, a large batch) leaves that minimum low; only a
-standing queue, where every tick of the window ran late, lifts it above
-`target_s`.
+The signal is the lag of the process's event loop (gateway.loop_lag): over each
+`interval_s` window, the *largest* lag one of its ticks saw. Under a crowd the
+loop does not fall behind evenly: uvloop alternates long iterations (a wave of
+requests parsed and answered) with short ones, so some tick of almost every
+window fires on time (a window's smallest lag stays near 0 while shoppers wait
+seconds; measured, see docs/FLASH_CROWD.md) and the largest is what tracks the
+wave. A lone spike (a GC pause) costs one window's cut, repaid within a few.
 
 The response is additive-increase / multiplicative-decrease on the admitted
 fraction (the AIMD shape of Netflix's concurrency-limits, on a share instead of
 a count): each window over target multiplies it by `DECREASE`, each window under
 target adds `INCREASE`. Requests are admitted by a credit counter, so a share of
-0.3 admits every third-or-so request evenly rather than in bursts; it never goes
+0.3 admits about every third request evenly rather than in bursts; it never goes
 below `MIN_FRACTION`, so a retrying shopper always has a way in and the loop
 keeps measuring with real work.
 
-What it guarantees: while some tick of every window runs within target, nothing
-is shed; a standing lag above target cuts the admitted share to `DECREASE` of
-itself each window until the lag clears; once it clears, the share is whole
-again within `(1 - MIN_FRACTION) / INCREASE` windows (one second at the defaults).
+What it guarantees: while no tick of a window runs later than target, nothing is
+shed; each window with a tick later than target cuts the admitted share to
+`DECREASE` of itself; once the lag clears, the share is whole again within
+`(1 - MIN_FRACTION) / INCREASE` windows (one second at the defaults).
 """
 
 from __future__ import annotations
@@ -35,19 +37,16 @@ class ShedPolicy:
         self.fraction = 1.0
         self._credit = 0.0
         self._window_end: float | None = None
-        self._window_min = float("inf")
+        self._window_max = 0.0
 
     def observe(self, lag_s: float, now_s: float) -> None:
         """One lag sample taken at `now_s` (loop time)."""
         if self._window_end is None:
             self._window_end = now_s + self.interval_s
-        self._window_min = min(self._window_min, lag_s)
-        # A stall longer than a window filled the window it closes: no prompt tick
-        # earlier in that window speaks for it.
-        stalled = lag_s >= self.interval_s and lag_s > self.target_s
-        if now_s < self._window_end and not stalled:
+        self._window_max = max(self._window_max, lag_s)
+        if now_s < self._window_end:
             return
-        if stalled or self._window_min > self.target_s:
+        if self._window_max > self.target_s:
             self.fraction = max(MIN_FRACTION, self.fraction * DECREASE)
         else:
             self.fraction = min(1.0, self.fraction + INCREASE)
@@ -55,7 +54,7 @@ class ShedPolicy:
         # after a stall the next one starts now.
         following = self._window_end + self.interval_s
         self._window_end = following if following > now_s else now_s + self.interval_s
-        self._window_min = float("inf")
+        self._window_max = 0.0
 
     def admit(self) -> bool:
         """Whether to serve the request arriving now (False: shed it)."""

@@ -8,16 +8,20 @@ only the public API passes the proxy; a gateway whose /readyz fails leaves the p
 user, which loses that one command, so no other client and none of its connections
 is disturbed); and a gateway stopped with
 SIGTERM in the middle of a load loses no request: every order sent gets a 202, none a
-connection error or a 5xx, thanks to redispatch and the retries.
+connection error or a 5xx, thanks to redispatch and the retries. A crowd of more
+orders at once than the gateways take gets the proxy's own 503 (the gateway's
+shape, Retry-After 1-3 s) for what cannot start within `timeout queue`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +44,8 @@ pytestmark = pytest.mark.e2e
 STOCK = 5_000
 LOAD_ORDERS = 600
 LOAD_CONCURRENCY = 20
+# Far more at once than two gateways of `maxconn 128` take or than start within 100 ms.
+CROWD = 1_500
 # haproxy checks every 2 s and needs 2 results to change a server's state.
 POOL_CHANGE_TIMEOUT_S = 20.0
 HTTP_TIMEOUT_S = 30.0
@@ -208,6 +214,35 @@ def test_a_gateway_failing_readiness_leaves_the_pool(pool: Pool) -> None:
     finally:
         pool.redis.acl_setuser(pool.flaky_user, enabled=True, commands=["+ping"])
     assert wait_until(lambda: _active_servers(pool.proxy) == 2, POOL_CHANGE_TIMEOUT_S)
+
+
+async def _crowd(url: str, count: int) -> list[tuple[int, str | None, bytes]]:
+    """`count` orders at once, each on its own connection: (status, Retry-After, body)."""
+    timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
+    connector = aiohttp.TCPConnector(limit=count)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+
+        async def one() -> tuple[int, str | None, bytes]:
+            async with session.post(url, json=_order()) as response:
+                return response.status, response.headers.get("Retry-After"), await response.read()
+
+        return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def test_a_crowd_past_the_gateways_gets_503_from_the_proxy_queue(pool: Pool) -> None:
+    """More orders at once than the gateways take (`maxconn` each) and than can start
+    within `timeout queue`: the rest are answered by the proxy, 503 in the gateway's
+    own shape with a Retry-After of 1-3 s; nothing else fails."""
+    answers = asyncio.run(_crowd(f"{pool.proxy.url('public')}/v1/orders", CROWD))
+    statuses = Counter(status for status, _, _ in answers)
+    assert set(statuses) == {202, 503}, statuses
+    retry_after = Counter(header for status, header, _ in answers if status == 503)
+    assert set(retry_after) <= {"1", "2", "3"}, retry_after
+    for status, _, body in answers:
+        if status == 503:
+            error = json.loads(body)
+            assert error["error"] == "unavailable", error
+            assert "retry after" in error["message"], error
 
 
 def test_a_gateway_stopped_mid_load_loses_no_order(pool: Pool) -> None:
