@@ -5,7 +5,7 @@ The signal is the lag of the process's event loop (gateway.loop_lag): over each
 loop does not fall behind evenly: uvloop alternates long iterations (a wave of
 requests parsed and answered) with short ones, so some tick of almost every
 window fires on time (a window's smallest lag stays near 0 while shoppers wait
-seconds; measured, see docs/FLASH_CROWD.md) and the largest is what tracks the
+seconds: measured at 1,000 connections) and the largest is what tracks the
 wave. A lone spike (a GC pause) costs one window's cut, repaid within a few.
 
 The response is additive-increase / multiplicative-decrease on the admitted

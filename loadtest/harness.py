@@ -242,15 +242,16 @@ def load_sale(admin_port: int, sale_id: str, body: dict[str, Any]) -> Any:
 
 
 def wrk(url: str, *, script: Path, seconds: float, connections: int = 64, threads: int = 1,
-        env: dict[str, str] | None = None,
-        prefix: list[str] | None = None) -> dict[str, Any]:  # fmt: skip
+        env: dict[str, str] | None = None, prefix: list[str] | None = None,
+        timeout_s: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Run wrk with a Lua script that prints one JSON line of results; return it.
-    `prefix` runs it under another command (`taskset -c 1`)."""
+    `prefix` runs it under another command (`taskset -c 1`); `timeout_s` is how long
+    wrk waits for an answer before counting a timeout (wrk's own default: 2 s)."""
     import os
 
     command = [
         *(prefix or []), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
-        "-s", str(script), url,
+        *([f"--timeout={timeout_s:g}s"] if timeout_s else []), "-s", str(script), url,
     ]  # fmt: skip
     started = time.monotonic()
     result = subprocess.run(

@@ -94,8 +94,11 @@ def _rewrite(
 
 
 @contextmanager
-def running_haproxy(root: Path, servers: Mapping[str, Sequence[int]]) -> Iterator[Proxy]:
-    """haproxy in the foreground with the loopback config; stopped even after a failure."""
+def running_haproxy(
+    root: Path, servers: Mapping[str, Sequence[int]], maxconn: int = TEST_MAXCONN
+) -> Iterator[Proxy]:
+    """haproxy in the foreground with the loopback config; stopped even after a failure.
+    `maxconn`: the global connection limit (it needs about twice as many descriptors)."""
     binary = find_command("haproxy")
     assert binary, "haproxy is missing: `make test-tools` installs it (Debian's haproxy)"
     text, ports = loopback_config(HAPROXY_CFG.read_text(), servers)
@@ -104,7 +107,7 @@ def running_haproxy(root: Path, servers: Mapping[str, Sequence[int]]) -> Iterato
     config.write_text(text)
     process = ManagedProcess(
         "haproxy",
-        [binary, "-db", "-n", str(TEST_MAXCONN), "-f", str(config)],
+        [binary, "-db", "-n", str(maxconn), "-f", str(config)],
         log_path=root / "haproxy.log",
     )
     process.start()

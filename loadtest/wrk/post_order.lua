@@ -66,10 +66,10 @@ function done(summary, latency, requests)
   end
   io.write(string.format(
     '{"requests":%d,"duration_s":%.3f,"req_per_s":%.1f,"p50_ms":%.2f,"p90_ms":%.2f,' ..
-    '"p99_ms":%.2f,"max_ms":%.2f,"errors":%d,"non_2xx":%d,"statuses":{%s}}\n',
+    '"p99_ms":%.2f,"max_ms":%.2f,"errors":%d,"timeouts":%d,"non_2xx":%d,"statuses":{%s}}\n',
     summary.requests, summary.duration / 1e6, summary.requests / (summary.duration / 1e6),
     latency:percentile(50) / 1000, latency:percentile(90) / 1000,
     latency:percentile(99) / 1000, latency.max / 1000,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status, table.concat(parts, ",")))
+    summary.errors.timeout, summary.errors.status, table.concat(parts, ",")))
 end
