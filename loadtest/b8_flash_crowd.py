@@ -19,7 +19,9 @@ before issue 22), `shed-on` (`shed_lag_ms` = `--target-ms`), `haproxy` (shed-on 
 Debian's haproxy running deploy/compose/haproxy/haproxy.cfg, its addresses moved to
 the loopback: `maxconn` per gateway, `timeout queue`, its own 503), and `floor`: B1's bare
 Hypercorn + Starlette endpoint (reads the body, answers 202, no Redis or Kafka),
-the cheapest answer any check inside a Hypercorn app could give. Every answer
+the cheapest answer any check inside a Hypercorn app could give; `floor-uvicorn` the
+same endpoint on uvicorn + httptools (about 4x Hypercorn's rate in B1), to tell the
+server's share of a crowd's latency from the machine's. Every answer
 (202 and 503 alike) counts in p99; wrk's timeout is 10 s. Each gateway's `/metrics`
 is read every half second for accepted and shed answers per second and its loop lag.
 
@@ -201,10 +203,10 @@ def _start_proxied(stack: Stack, workers: int, shed_ms: int,
     return f"{running.url('public')}/v1/orders", f"http://127.0.0.1:{port}/metrics"
 
 
-def _start_floor(stack: Stack) -> str:
+def _start_floor(stack: Stack, server: str) -> str:
     port = free_port()
     stack.start("floor", [sys.executable, str(REPO / "loadtest" / "bare_app.py"),
-                          "--port", str(port)], port)  # fmt: skip
+                          "--port", str(port), "--server", server], port)  # fmt: skip
     wait_for_port("floor", "127.0.0.1", port, 30)
     return f"http://127.0.0.1:{port}/v1/orders"
 
@@ -259,7 +261,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "b8")
     parser.add_argument("--quick", action="store_true", help="3 s phases")
     parser.add_argument("--seconds", type=float, default=10.0, help="the 1x phase; crowds 1.5x")
-    parser.add_argument("--rows", default="shed-off,shed-on,haproxy,floor")
+    parser.add_argument("--rows", default="shed-off,shed-on,haproxy,floor,floor-uvicorn")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (0 = per CPU)")
     parser.add_argument("--target-ms", type=int, default=50, help="shed_lag_ms of shed-on")
     args = parser.parse_args()
@@ -269,8 +271,9 @@ def main() -> None:
         assert stack.redis is not None
         asyncio.run(load_bench_sales(stack.redis.url))
         for name in args.rows.split(","):
-            if name == "floor":
-                rows[name] = run_row(_start_floor(stack), None, seconds)
+            if name in ("floor", "floor-uvicorn"):
+                server = "uvicorn" if name == "floor-uvicorn" else "hypercorn"
+                rows[name] = run_row(_start_floor(stack, server), None, seconds)
             elif name == "haproxy":
                 with contextlib.ExitStack() as proxy:
                     url, metrics_url = _start_proxied(stack, args.workers, args.target_ms, proxy)

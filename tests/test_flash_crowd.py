@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
+import pytest
 
 from tests.buffer_support import stored_ids
 from tests.services import Services, http_json, load_sale, wait_until
@@ -31,9 +32,12 @@ CROWD_STOCK = 1_500
 SHOPPER_STOCK = 10
 # The crowd runs until this many sheds were seen and the patient shopper got in.
 SHEDS_WANTED = 200
-CROWD_DEADLINE_S = 120.0
-# A lag target this machine's loop exceeds under 2,000 connections, whatever else runs.
-SHED_LAG_MS = "5"
+CROWD_DEADLINE_S = 90.0
+# A lag target any machine's loop exceeds under 2,000 connections at once (a wave of
+# 2,000 requests is hundreds of milliseconds of Python), yet one that leaves the
+# patient shopper a fair share: at the 50 ms default a loaded test machine can sit
+# at the 2 % floor, where one shopper needs ~50 tries.
+SHED_LAG_MS = "20"
 
 
 @dataclass
@@ -118,6 +122,7 @@ class Crowd:
         return self.log
 
 
+@pytest.mark.timeout(CROWD_DEADLINE_S + 200)
 def test_a_crowd_is_shed_fast_and_nothing_accepted_is_lost_or_oversold(
     services: Services,
 ) -> None:

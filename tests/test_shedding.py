@@ -42,13 +42,12 @@ def test_lag_within_target_sheds_nothing() -> None:
     assert admitted_share(policy) == 1.0
 
 
-def test_a_lone_spike_costs_one_window_and_is_repaid() -> None:
-    """A single late tick (a GC pause) among prompt ones cuts the share once; the
-    prompt windows after it make it whole again."""
+def test_a_lone_spike_sheds_nothing() -> None:
+    """A single late tick (a GC pause, a neighbour on the CPU) among prompt ones: one
+    window over target with none before it, so nothing is cut."""
     policy = ShedPolicy(TARGET_S)
     now = feed(policy, 0.001, 1.0, 0.0)
     policy.observe(0.4, now + 0.4)
-    assert policy.fraction == pytest.approx(DECREASE)
     feed(policy, 0.001, 1.0, now + 0.4)
     assert policy.fraction == 1.0
 
@@ -68,9 +67,9 @@ def test_waves_with_prompt_ticks_between_still_shed() -> None:
 def test_standing_lag_cuts_the_share_each_window_down_to_the_floor() -> None:
     policy = ShedPolicy(TARGET_S)
     # Windows of ~INTERVAL_S at ticks 80 ms late: one decision per window.
-    now = feed(policy, 0.08, 4 * INTERVAL_S, 0.0)
-    # Four windows' worth of ticks close three or four windows (ticks and windows
-    # need not line up), each cutting the share to DECREASE of itself.
+    now = feed(policy, 0.08, 5 * INTERVAL_S, 0.0)
+    # Five windows' worth of ticks close four or five windows (ticks and windows need
+    # not line up); all but the first cut the share to DECREASE of itself.
     assert DECREASE**4 - 1e-9 <= policy.fraction <= DECREASE**3 + 1e-9
     # The share admitted is the fraction, spread evenly (no run of admissions).
     decisions = [policy.admit() for _ in range(1000)]
@@ -93,13 +92,16 @@ def test_recovers_within_a_second_once_the_lag_clears() -> None:
     assert admitted_share(policy) == 1.0
 
 
-def test_a_stuck_loop_is_judged_at_its_first_late_tick() -> None:
-    """With the loop stuck, ticks come once per stall; each stall closes a window."""
+def test_a_stuck_loop_is_cut_from_its_second_stall() -> None:
+    """With the loop stuck, ticks come once per stall; each stall closes a window, and
+    from the second on each cuts the share."""
     policy = ShedPolicy(TARGET_S)
     policy.observe(0.001, 0.0)
     policy.observe(0.3, 0.31)
-    assert policy.fraction == pytest.approx(DECREASE)
+    assert policy.fraction == 1.0
     policy.observe(0.3, 0.62)
+    assert policy.fraction == pytest.approx(DECREASE)
+    policy.observe(0.3, 0.93)
     assert policy.fraction == pytest.approx(DECREASE**2)
 
 
@@ -147,8 +149,9 @@ def test_shed_answer_is_503_with_a_spread_retry_after_and_no_body_read() -> None
             assert headers[b"content-type"] == b"application/json"
             assert int(headers[b"content-length"]) == len(body["body"])
             assert json.loads(body["body"])["error"] == "unavailable"
-    assert statuses.count(503) == counts.lag > 380
-    assert statuses.count(202) >= 1
+    # At the floor a quarter is served, evenly.
+    assert statuses.count(503) == counts.lag == 300
+    assert statuses.count(202) == 100
     # Spread over 2..6 s so the turned-away crowd does not return in step.
     assert retry_afters <= set(range(2, 7)) and len(retry_afters) >= 3
 
