@@ -3,9 +3,9 @@
 A crowd's requests wait in socket buffers and in the server's read loop, where
 no in-flight count sees them; what the process does see is its own loop falling
 behind. A timer due every `interval_s` measures by how much it fired late, and
-hands each sample to `observe` (the shedding policy). While the loop is stuck
-(no tick at all), `late_now()` says how overdue the next tick is, so a decision
-taken in that moment does not wait for the tick to learn of it.
+hands each sample to `observe` (the shedding policy). No request is decided while
+the loop is stuck (nothing runs then), so the late tick that ends a stall is
+always in time to report it.
 """
 
 from __future__ import annotations
@@ -34,12 +34,6 @@ class LoopLag:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-
-    def late_now(self) -> float:
-        """Seconds the next tick is overdue (0 when it is not due yet)."""
-        if self._loop is None:
-            return 0.0
-        return max(0.0, self._loop.time() - self._due)
 
     def _tick(self) -> None:
         assert self._loop is not None

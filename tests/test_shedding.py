@@ -196,7 +196,7 @@ def test_the_in_flight_cap_sheds_past_its_count() -> None:
 def test_lag_probe_measures_a_blocked_loop() -> None:
     samples: list[float] = []
 
-    async def main() -> float:
+    async def main() -> None:
         seen_stall = asyncio.Event()
 
         def observe(lag_s: float, now_s: float) -> None:
@@ -208,11 +208,9 @@ def test_lag_probe_measures_a_blocked_loop() -> None:
         probe.start(asyncio.get_running_loop())
         await asyncio.sleep(TICK_S * 3)
         time.sleep(0.2)  # noqa: ASYNC251 - the point: the loop is stuck, the next tick overdue
-        overdue = probe.late_now()
         await asyncio.wait_for(seen_stall.wait(), 5)
         probe.stop()
-        return overdue
 
-    overdue = asyncio.run(main())
-    assert overdue >= 0.15
+    asyncio.run(main())
+    # The tick that ends the stall reports it.
     assert max(samples) >= 0.15
