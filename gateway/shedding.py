@@ -50,17 +50,13 @@ class LoadShedder:
         self.counts = counts
         self.in_flight = 0
         error = unavailable("the gateway is at capacity; retry after the Retry-After seconds")
-        self._body = {"type": "http.response.body", "body": error.body()}
-        self._starts = [
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(error.body())).encode()),
-                    (b"retry-after", str(seconds).encode()),
-                ],
-            }
+        self._body = error.body()
+        self._headers = [
+            [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(self._body)).encode()),
+                (b"retry-after", str(seconds).encode()),
+            ]
             for seconds in range(retry_after_s, retry_after_s * RETRY_AFTER_SPREAD + 1)
         ]
 
@@ -79,5 +75,7 @@ class LoadShedder:
             finally:
                 self.in_flight -= 1
             return
-        await send(random.choice(self._starts))
-        await send(self._body)
+        # Fresh messages each time: an outer middleware (CORS) may add to the headers.
+        headers = list(random.choice(self._headers))
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": self._body})

@@ -156,6 +156,16 @@ def test_shed_answer_is_503_with_a_spread_retry_after_and_no_body_read() -> None
     assert retry_afters <= set(range(2, 7)) and len(retry_afters) >= 3
 
 
+def test_shed_answers_do_not_share_headers_an_outer_layer_may_change() -> None:
+    shedder = LoadShedder(served, limit=0, policy=None, counts=ShedCounts())
+    for _ in range(20):
+        recorder = Recorder()
+        asyncio.run(shedder(scope("/v1/orders"), never_receive, recorder.send))
+        start = recorder.messages[0]
+        assert len(start["headers"]) == 3
+        start["headers"].append((b"access-control-allow-origin", b"https://shop.example"))
+
+
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/orders/x", "/openapi.json"])
 def test_probes_metrics_and_pages_are_never_shed(path: str) -> None:
     counts = ShedCounts()
