@@ -29,6 +29,7 @@ is read every half second for accepted and shed answers per second and its loop 
     .venv/bin/python -m loadtest.b8_flash_crowd --quick     # 3 s phases
 
 Writes `<out>.json` (summary, phases, series) and `<out>.png`; prints the summary.
+`--table <out>.json` prints a saved run's phases as the Markdown table in RESULTS.md.
 """
 
 from __future__ import annotations
@@ -256,6 +257,32 @@ def plot(rows: dict[str, dict[str, Any]], out: Path) -> Path:
     return path
 
 
+def markdown(summary: dict[str, Any]) -> str:
+    """The crowd phases of each row as one Markdown table (RESULTS.md's B8 section)."""
+    lines = [
+        "| row | phase | offered/s | 202/s (share of 1x) | 503/s | p50 ms | p99 ms | timeouts |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in summary["rows"].items():
+        reference = row["reference_goodput_per_s"]
+        for phase in row["phases"]:
+            if "after-" in phase["phase"]:
+                continue
+            share = phase["goodput_per_s"] / reference if reference else 0.0
+            lines.append(
+                f"| {name} | {phase['phase']} | {phase['offered_per_s']:,.0f} | "
+                f"{phase['goodput_per_s']:,.0f} ({share:.2f}) | {phase['shed_per_s']:,.0f} | "
+                f"{phase['p50_ms']:,.0f} | {phase['p99_ms']:,.0f} | {phase['timeouts']} |"
+            )
+        verdict = row["verdict"]
+        lines.append(
+            f"| {name} | recovery: s until p99 < 100 ms | after the closed crowds "
+            f"{verdict['recovery_s_closed']}, after the paced ones "
+            f"{verdict['recovery_s_paced']} | | | | | |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "b8")
@@ -264,7 +291,11 @@ def main() -> None:
     parser.add_argument("--rows", default="shed-off,shed-on,haproxy,floor,floor-uvicorn")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (0 = per CPU)")
     parser.add_argument("--target-ms", type=int, default=50, help="shed_lag_ms of shed-on")
+    parser.add_argument("--table", type=Path, help="print a saved run's table (<out>.json)")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.table.read_text())))
+        return
     seconds = 3.0 if args.quick else args.seconds
     rows: dict[str, dict[str, Any]] = {}
     with Stack() as stack:
