@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.loop_lag import LoopLag
 from gateway.metrics import GatewayMetrics
+from gateway.shed_policy import ShedPolicy
+from gateway.shedding import ShedCounts
 from gateway.worker_peers import merge_worker_metrics
 
 DRAIN = (
@@ -61,3 +64,29 @@ def test_counters_and_histograms_are_summed_and_gauges_merged_by_meaning() -> No
         if name == "flashgate_gateway_worker_requests_total"
     }  # fmt: skip
     assert per_worker == {(("worker", "0"),): 3.0, (("worker", "1"),): 5.0}
+
+
+def _shedding_worker(lag_s: float, fraction: float, shed_lag: int) -> str:
+    metrics = GatewayMetrics()
+    counts = ShedCounts()
+    counts.lag = shed_lag
+    probe = LoopLag(lambda lag, now: None)
+    probe.last_s = lag_s
+    policy = ShedPolicy(0.05)
+    policy.fraction = fraction
+    metrics.watch_shedding(counts, probe, policy)
+    return metrics.render().decode()
+
+
+def test_shedding_is_merged_as_the_worst_worker_sees_it() -> None:
+    """Each worker sheds by its own loop: the gateway's lag is the latest of them, its
+    admitted share the lowest, and the sheds add up."""
+    texts: dict[int, str | None] = {
+        0: _shedding_worker(0.004, 1.0, shed_lag=0),
+        1: _shedding_worker(0.180, 0.49, shed_lag=120),
+    }
+    merged = _samples(merge_worker_metrics(texts, own=0))
+    assert merged[("flashgate_gateway_loop_lag_seconds", ())] == 0.180
+    assert merged[("flashgate_gateway_admitted_fraction", ())] == 0.49
+    assert merged[("flashgate_gateway_shed_total", (("signal", "lag"),))] == 120
+    assert merged[("flashgate_gateway_shed_total", (("signal", "in_flight"),))] == 0
