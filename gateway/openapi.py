@@ -45,7 +45,9 @@ _DESCRIPTIONS = {
     "Idempotency-Key was used with another body.",
     429: "Rate limited (sale, user or client IP).",
     503: "`unavailable`: Kafka refused the order, admission is unavailable, or the "
-    "gateway is at its in-flight cap; retry after `Retry-After` seconds. "
+    "gateway is shedding a crowd (its event loop runs late, or it is at its in-flight "
+    "cap; answered before the body is read, `Retry-After` 1-3 s drawn per answer); "
+    "nothing was reserved; retry after `Retry-After` seconds. "
     "`outcome_unknown`: Kafka's answer for this order is unknown (timed out in flight); "
     "the body carries `order_id` and `status_url`, the units stay reserved, and the "
     "status settles to `accepted` or `failed` (`not_stored`); a retry with the same "
