@@ -15,9 +15,10 @@ with wrk and B1's order script (a distinct shopper per request, an open sale):
   the crowd: how soon p99 is back under 100 ms.
 
 Rows: `shed-off` (the gateway with `shed_lag_ms = 0`: only the in-flight cap, as
-before issue 22), `shed-on` (`shed_lag_ms` = `--target-ms`), `haproxy` (shed-on behind
-Debian's haproxy running deploy/compose/haproxy/haproxy.cfg, its addresses moved to
-the loopback: `maxconn` per gateway, `timeout queue`, its own 503), and `floor`: B1's bare
+before issue 22), `shed-on` (`shed_lag_ms` = `--target-ms`), `haproxy` (the gateway with its defaults,
+lag shedding off, behind Debian's haproxy running deploy/compose/haproxy/haproxy.cfg,
+its addresses moved to the loopback: `maxconn` per gateway, `timeout queue`, its own
+503), and `floor`: B1's bare
 Hypercorn + Starlette endpoint (reads the body, answers 202, no Redis or Kafka),
 the cheapest answer any check inside a Hypercorn app could give; `floor-uvicorn` the
 same endpoint on uvicorn + httptools (about 4x Hypercorn's rate in B1), to tell the
@@ -159,9 +160,14 @@ def run_row(url: str, metrics_url: str | None, seconds: float) -> dict[str, Any]
 
 
 def _recovery_s(phases: list[dict[str, Any]], prefix: str) -> int | None:
-    """Seconds after the crowd until a 1-s slice's p99 is under 100 ms (None: never)."""
+    """Seconds after the crowd until a 1-s slice's p99 is under 100 ms (None: never). A
+    slice with no answer at all (the server still busy with the crowd) is not one."""
     for phase in phases:
-        if phase["phase"].startswith(prefix) and phase["p99_ms"] < RECOVERED_P99_MS:
+        if (
+            phase["phase"].startswith(prefix)
+            and phase["statuses"]
+            and phase["p99_ms"] < RECOVERED_P99_MS
+        ):
             return int(phase["phase"].rsplit("-", 1)[1]) - 1
     return None
 
@@ -307,7 +313,7 @@ def main() -> None:
                 rows[name] = run_row(_start_floor(stack, server), None, seconds)
             elif name == "haproxy":
                 with contextlib.ExitStack() as proxy:
-                    url, metrics_url = _start_proxied(stack, args.workers, args.target_ms, proxy)
+                    url, metrics_url = _start_proxied(stack, args.workers, 0, proxy)
                     rows[name] = run_row(url, metrics_url, seconds)
             else:
                 shed_ms = 0 if name == "shed-off" else args.target_ms
