@@ -15,10 +15,10 @@ with wrk and B1's order script (a distinct shopper per request, an open sale):
   the crowd: how soon p99 is back under 100 ms.
 
 Rows: `shed-off` (the gateway with `shed_lag_ms = 0`: only the in-flight cap, as
-before issue 22), `shed-on` (`shed_lag_ms` = `--target-ms`), `haproxy` (the gateway with its defaults,
-lag shedding off, behind Debian's haproxy running deploy/compose/haproxy/haproxy.cfg,
-its addresses moved to the loopback: `maxconn` per gateway, `timeout queue`, its own
-503), and `floor`: B1's bare
+before issue 22), `shed-on` (`shed_lag_ms` = `--target-ms`), `haproxy` (the gateway
+with its defaults, lag shedding off, behind Debian's haproxy running
+deploy/compose/haproxy/haproxy.cfg, its addresses moved to the loopback: `maxconn` per
+gateway, `timeout queue`, its own 503), and `floor`: B1's bare
 Hypercorn + Starlette endpoint (reads the body, answers 202, no Redis or Kafka),
 the cheapest answer any check inside a Hypercorn app could give; `floor-uvicorn` the
 same endpoint on uvicorn + httptools (about 4x Hypercorn's rate in B1), to tell the
