@@ -18,7 +18,7 @@ target adds `INCREASE`. Requests are admitted by a credit counter, so a share of
 
 It never goes below `MIN_FRACTION`, a quarter. Shedding inside the process only
 saves the work after the request was parsed, and parsing is most of a request's
-cost here (bare Hypercorn answers at about 1.6 times the gateway's rate, B1): a
+cost here (bare Hypercorn answers at 1.6-1.9 times the gateway's rate, B1, B8): a
 crowd that needs more than three in four requests shed is mostly parse work, which
 no decision taken after it reduces, so cutting further would turn away orders the
 loop could still serve without making anyone's answer faster. Past that, only a
