@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import time
+import urllib.error
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,7 +34,7 @@ from flashgate.stack.redis_cluster import RedisClusterNodes, wait_until
 from flashgate.stack.redis_sentinel import RedisSentinelNodes
 from flashgate.stack.redis_server import RedisServer
 from tests.chaos_support import reconcile, start_burst, wait_accepted
-from tests.services import ServiceEnv, Services, load_sale
+from tests.services import ServiceEnv, Services, admin_json, load_sale
 
 pytestmark = pytest.mark.chaos
 
@@ -217,10 +218,36 @@ def _failover_mid_burst(
         assert 500 not in result.statuses, row
         if env.variables["FLASHGATE_REDIS_WAIT_REPLICAS"] != "0":
             assert oversold == 0, row
-        # The sale sold out through the failover: every unit found a buyer.
-        assert result.accepted >= SKUS * UNITS_PER_SKU - oversold, row
+            # The sale sold out through the failover: every unit found a buyer.
+            assert result.accepted >= SKUS * UNITS_PER_SKU, row
+        else:
+            # Without WAIT the new primary can miss the old one's last writes: a
+            # reservation's release, say, so its units stay held until the reaper
+            # returns them, which can be after the buyers gave up (seen once in a full
+            # run: 1,188 of 1,200 sold, 12 held). No unit may vanish: each is sold,
+            # still for sale, or held for the reaper.
+            if result.accepted < SKUS * UNITS_PER_SKU - oversold:
+                skus = _sale_skus(env)
+                unsold = sum(sku["remaining"] + sku["reserved"] for sku in skus.values())
+                assert result.accepted + unsold >= SKUS * UNITS_PER_SKU - oversold, (row, skus)
     finally:
         services.stop_all()
+
+
+def _sale_skus(env: ServiceEnv) -> dict[str, dict[str, int]]:
+    """The sale's units per SKU from the admin API, which answers 503 on each pooled
+    Redis connection the failover closed before it answers again (bounded)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            skus: dict[str, dict[str, int]] = admin_json(env, "GET", f"/admin/v1/sales/{SALE}")[
+                "skus"
+            ]
+            return skus
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def _record(row: dict[str, object], tmp_path: Path) -> None:
