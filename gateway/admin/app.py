@@ -16,12 +16,12 @@ from flashgate.admission.sales import SaleStore
 from flashgate.drain.control import DrainControl
 from flashgate.kafka.topics import TopicSizer
 from flashgate.ops.page import PAGE_DIR
+from flashgate.redis_client import create_redis
 from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.settings import Settings
 from gateway.admin.drain import get_drain, put_drain
 from gateway.admin.overview import get_overview
 from gateway.admin.sales import get_sale, put_sale
-from gateway.app import create_gateway_redis
 from gateway.auth import BearerAuth
 from gateway.problems import ApiError, api_error_handler, http_error_handler, internal_error_handler
 from gateway.soldout import SoldOutCache
@@ -30,7 +30,11 @@ from gateway.soldout import SoldOutCache
 def create_admin_app(settings: Settings, token: str, sold_out: SoldOutCache) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        redis = create_gateway_redis(settings.redis)
+        # With retries, unlike the public API's client: every admin write is idempotent
+        # (a sale is loaded as totals, the drain override is set, not added), so a call
+        # retried on a connection a failover closed is safe, and the admin API answers
+        # again as soon as Redis does instead of failing once per pooled connection.
+        redis = create_redis(settings.redis)
         app.state.redis = redis
         app.state.sales = SaleStore(RedisScripts(redis, admitter_module.SCRIPTS))
         app.state.drain_control = DrainControl(redis, settings.drain.group_id)
