@@ -10,7 +10,8 @@ is disturbed); and a gateway stopped with
 SIGTERM in the middle of a load loses no request: every order sent gets a 202, none a
 connection error or a 5xx, thanks to redispatch and the retries. A crowd of more
 orders at once than the gateways take gets the proxy's own 503 (the gateway's
-shape, Retry-After 1-3 s) for what cannot start within `timeout queue`.
+shape, Retry-After 1-3 s) for what cannot start within `timeout queue`, and the
+proxy keeps reusing its gateway connections through it.
 """
 
 from __future__ import annotations
@@ -41,11 +42,15 @@ from tests.services import ServiceEnv, Services, load_sale, wait_until
 
 pytestmark = pytest.mark.e2e
 
-STOCK = 5_000
+STOCK = 50_000  # never sold out: the crowd alone may take 6,000
 LOAD_ORDERS = 600
 LOAD_CONCURRENCY = 20
 # Far more at once than two gateways of `maxconn 128` take or than start within 100 ms.
 CROWD = 1_500
+CROWD_ROUNDS = 4  # orders per crowd connection, one after another
+GATEWAY_MAXCONN = 128  # haproxy.cfg's `default-server ... maxconn` of the public backend
+# A gateway connection may close and be reopened now and then (keep-alive limits).
+REOPENED_SLACK = 32
 # haproxy checks every 2 s and needs 2 results to change a server's state.
 POOL_CHANGE_TIMEOUT_S = 20.0
 HTTP_TIMEOUT_S = 30.0
@@ -93,6 +98,12 @@ def _samples(url: str, name: str) -> list[tuple[dict[str, str], float]]:
 def _active_servers(proxy: Proxy) -> float:
     """haproxy's own count of servers passing their checks in the public backend."""
     samples = _samples(proxy.url("stats"), "haproxy_backend_active_servers")
+    return sum(value for labels, value in samples if labels.get("proxy") == "gateways")
+
+
+def _gateway_connections_opened(proxy: Proxy) -> float:
+    """Connections haproxy has opened to the gateways (not its health checks)."""
+    samples = _samples(proxy.url("stats"), "haproxy_backend_connection_attempts_total")
     return sum(value for labels, value in samples if labels.get("proxy") == "gateways")
 
 
@@ -216,8 +227,9 @@ def test_a_gateway_failing_readiness_leaves_the_pool(pool: Pool) -> None:
     assert wait_until(lambda: _active_servers(pool.proxy) == 2, POOL_CHANGE_TIMEOUT_S)
 
 
-async def _crowd(url: str, count: int) -> list[tuple[int, str | None, bytes]]:
-    """`count` orders at once, each on its own connection: (status, Retry-After, body)."""
+async def _crowd(url: str, count: int, rounds: int) -> list[tuple[int, str | None, bytes]]:
+    """`count` shoppers at once, each on its own connection sending `rounds` orders one
+    after another: (status, Retry-After, body) of every order."""
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=count)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
@@ -226,16 +238,28 @@ async def _crowd(url: str, count: int) -> list[tuple[int, str | None, bytes]]:
             async with session.post(url, json=_order()) as response:
                 return response.status, response.headers.get("Retry-After"), await response.read()
 
-        return await asyncio.gather(*(one() for _ in range(count)))
+        async def shopper() -> list[tuple[int, str | None, bytes]]:
+            return [await one() for _ in range(rounds)]
+
+        return [answer for answers in await asyncio.gather(*(shopper() for _ in range(count)))
+                for answer in answers]  # fmt: skip
 
 
 def test_a_crowd_past_the_gateways_gets_503_from_the_proxy_queue(pool: Pool) -> None:
     """More orders at once than the gateways take (`maxconn` each) and than can start
     within `timeout queue`: the rest are answered by the proxy, 503 in the gateway's
     own shape with a Retry-After of 1-3 s; nothing else fails."""
-    answers = asyncio.run(_crowd(f"{pool.proxy.url('public')}/v1/orders", CROWD))
+    opened_before = _gateway_connections_opened(pool.proxy)
+    answers = asyncio.run(_crowd(f"{pool.proxy.url('public')}/v1/orders", CROWD, CROWD_ROUNDS))
     statuses = Counter(status for status, _, _ in answers)
     assert set(statuses) == {202, 503}, statuses
+    # The crowd's client connections do not become gateway connections: the proxy
+    # keeps reusing the `maxconn` it opened per gateway. (Without its fd ratios it
+    # dropped the pool past a fifth of its descriptors and opened one per order that
+    # left the queue: about as many as the 202s.)
+    opened = _gateway_connections_opened(pool.proxy) - opened_before
+    assert opened <= 2 * GATEWAY_MAXCONN + REOPENED_SLACK, (opened, statuses)
+    assert statuses[202] > 2 * (2 * GATEWAY_MAXCONN + REOPENED_SLACK), statuses
     retry_after = Counter(header for status, header, _ in answers if status == 503)
     assert set(retry_after) <= {"1", "2", "3"}, retry_after
     for status, _, body in answers:
