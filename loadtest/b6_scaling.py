@@ -34,26 +34,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from b1_admission import SCRIPT, load_bench_sales
-from harness import Stack, command_line, cpu_seconds, wrk
+from harness import Stack, command_line, cpu_seconds, tree_pids, wrk
 
 from flashgate.stack.ports import free_port, wait_for_port
-
-
-def tree_pids(pid: int) -> list[int]:
-    """`pid` and every descendant of it (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo.extend(children.get(current, []))
-    return found
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -14,11 +14,19 @@ with wrk and B1's order script (a distinct shopper per request, an open sale):
 - `after-1` ... `after-8`: 64 connections again, in 1-second slices, right after
   the crowd: how soon p99 is back under 100 ms.
 
+Placement: on a machine of more CPUs than the row's server has workers, the server
+gets the first CPUs to itself (one for a worker) and everything else (Kafka, Redis,
+HAProxy, wrk, this script) the rest, so that a crowd's own cost (wrk sending
+thousands of requests a second, the proxy answering its 503s) does not come out of
+the server measured, as on a sale day, where the shoppers and the proxy are other
+machines. `--no-pin` shares every CPU; the summary says which each row had.
+
 Rows: `shed-off` (the gateway with `shed_lag_ms = 0`: only the in-flight cap, as
 before issue 22), `shed-on` (`shed_lag_ms` = `--target-ms`), `haproxy` (the gateway
 with its defaults, lag shedding off, behind Debian's haproxy running
 deploy/compose/haproxy/haproxy.cfg, its addresses moved to the loopback: `maxconn` per
-gateway, `timeout queue`, its own 503), and `floor`: B1's bare
+gateway, `timeout queue`, its tarpit, its own 503), `haproxy-no-hold` (the same with
+the tarpit's 503 sent at once, a plain deny: what holding it is worth), and `floor`: B1's bare
 Hypercorn + Starlette endpoint (reads the body, answers 202, no Redis or Kafka),
 the cheapest answer any check inside a Hypercorn app could give; `floor-uvicorn` the
 same endpoint on uvicorn + httptools (about 4x Hypercorn's rate in B1), to tell the
@@ -40,6 +48,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 import platform
 import re
 import sys
@@ -54,10 +63,10 @@ import matplotlib
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from b1_admission import SCRIPT, load_bench_sales
-from harness import REPO, Stack, command_line, wrk
+from harness import REPO, Stack, command_line, pin_tree, wrk
 
 from flashgate.stack.ports import free_port, wait_for_port
-from tests.haproxy_support import running_haproxy
+from tests.haproxy_support import HAPROXY_CFG, running_haproxy
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
@@ -69,6 +78,8 @@ RECOVERED_P99_MS = 100.0
 RECOVERY_GOAL_S = 5
 AFTER_SLICES = 8
 SAMPLE_EVERY_S = 0.5
+# Before the 1x reference: connections made, the broker's JIT and the batchers warm.
+WARM_S = 5
 # HAProxy's global connection limit for the haproxy row: above the largest crowd.
 PROXY_MAXCONN = 8_000
 _SAMPLE = re.compile(
@@ -137,7 +148,7 @@ def _phase(name: str, url: str, seconds: float, connections: int,
 
 def run_row(url: str, metrics_url: str | None, seconds: float) -> dict[str, Any]:
     sampler = MetricsSampler(metrics_url) if metrics_url else None
-    wrk(url, script=SCRIPT, seconds=2, connections=64)  # warm: connections, JIT, batchers
+    wrk(url, script=SCRIPT, seconds=WARM_S, connections=64)
     if sampler:
         sampler.start()
     phases = [_phase("64", url, seconds, 64)]
@@ -190,32 +201,60 @@ def verdict(phases: list[dict[str, Any]], reference: float) -> dict[str, Any]:
     }
 
 
-def _start_gateway(stack: Stack, name: str, workers: int, shed_ms: int) -> tuple[str, str]:
+def _start_gateway(stack: Stack, name: str, workers: int, shed_ms: int) -> tuple[str, str, int]:
     process, port, _ = stack.start_gateway(
         FLASHGATE_GATEWAY_WORKERS=str(workers), FLASHGATE_GATEWAY_SHED_LAG_MS=str(shed_ms)
     )
     process.name = name
+    assert process.pid is not None
     base = f"http://127.0.0.1:{port}"
-    return f"{base}/v1/orders", f"{base}/metrics"
+    return f"{base}/v1/orders", f"{base}/metrics", process.pid
 
 
-def _start_proxied(stack: Stack, workers: int, shed_ms: int,
-                   proxy: contextlib.ExitStack) -> tuple[str, str]:  # fmt: skip
+def without_hold(shipped: str) -> str:
+    """The shipped HAProxy file with its tarpit answering at once (a plain deny)."""
+    held = "http-request tarpit deny_status 503"
+    assert held in shipped, "haproxy.cfg no longer has the tarpit this row replaces"
+    return shipped.replace(held, "http-request deny deny_status 503")
+
+
+def _start_proxied(stack: Stack, workers: int, proxy: contextlib.ExitStack,
+                   shipped: str) -> tuple[str, str, int]:  # fmt: skip
     """A gateway behind the shipped HAProxy configuration (its queue and 503s)."""
-    _, port, admin_port = stack.start_gateway(
-        FLASHGATE_GATEWAY_WORKERS=str(workers), FLASHGATE_GATEWAY_SHED_LAG_MS=str(shed_ms)
+    process, port, admin_port = stack.start_gateway(
+        FLASHGATE_GATEWAY_WORKERS=str(workers), FLASHGATE_GATEWAY_SHED_LAG_MS="0"
     )
+    assert process.pid is not None
     servers = {"gateways": [port], "gateway_admin": [admin_port]}
-    running = proxy.enter_context(running_haproxy(stack.root / "haproxy", servers, PROXY_MAXCONN))
-    return f"{running.url('public')}/v1/orders", f"http://127.0.0.1:{port}/metrics"
+    running = proxy.enter_context(
+        running_haproxy(stack.root / "haproxy", servers, PROXY_MAXCONN, shipped)
+    )
+    return f"{running.url('public')}/v1/orders", f"http://127.0.0.1:{port}/metrics", process.pid
 
 
-def _start_floor(stack: Stack, server: str) -> str:
+def _start_floor(stack: Stack, server: str) -> tuple[str, int]:
     port = free_port()
-    stack.start("floor", [sys.executable, str(REPO / "loadtest" / "bare_app.py"),
-                          "--port", str(port), "--server", server], port)  # fmt: skip
+    process = stack.start("floor", [sys.executable, str(REPO / "loadtest" / "bare_app.py"),
+                                    "--port", str(port), "--server", server], port)  # fmt: skip
     wait_for_port("floor", "127.0.0.1", port, 30)
-    return f"http://127.0.0.1:{port}/v1/orders"
+    assert process.pid is not None
+    return f"http://127.0.0.1:{port}/v1/orders", process.pid
+
+
+def place(server_pid: int, workers: int, cpus: list[int]) -> dict[str, str]:
+    """The server measured onto the first `workers` of `cpus`; everything else this
+    script started (Kafka, Redis, HAProxy, and wrk, started later: it inherits this
+    script's mask) onto the rest. Nothing is pinned when the server needs every CPU."""
+    if workers < 1 or len(cpus) <= workers:
+        return {"server": "unpinned", "others": "unpinned"}
+    server, others = set(cpus[:workers]), set(cpus[workers:])
+    pin_tree(os.getpid(), others)
+    pin_tree(server_pid, server)
+    return {"server": _cpu_list(server), "others": _cpu_list(others)}
+
+
+def _cpu_list(cpus: set[int]) -> str:
+    return ",".join(str(cpu) for cpu in sorted(cpus))
 
 
 def plot(rows: dict[str, dict[str, Any]], out: Path) -> Path:
@@ -286,6 +325,11 @@ def markdown(summary: dict[str, Any]) -> str:
             f"{verdict['recovery_s_closed']}, after the paced ones "
             f"{verdict['recovery_s_paced']} | | | | | |"
         )
+        if "cpus" in row:  # runs before placement existed did not record it
+            lines.append(
+                f"| {name} | CPUs | server {row['cpus']['server']}; Kafka, Redis, wrk, proxy "
+                f"{row['cpus']['others']} | | | | | |"
+            )
     return "\n".join(lines)
 
 
@@ -294,31 +338,41 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "loadtest" / "results" / "b8")
     parser.add_argument("--quick", action="store_true", help="3 s phases")
     parser.add_argument("--seconds", type=float, default=10.0, help="the 1x phase; crowds 1.5x")
-    parser.add_argument("--rows", default="shed-off,shed-on,haproxy,floor,floor-uvicorn")
+    parser.add_argument(
+        "--rows", default="shed-off,shed-on,haproxy,haproxy-no-hold,floor,floor-uvicorn"
+    )
     parser.add_argument("--workers", type=int, default=1, help="gateway workers (0 = per CPU)")
     parser.add_argument("--target-ms", type=int, default=50, help="shed_lag_ms of shed-on")
+    parser.add_argument("--no-pin", action="store_true", help="share every CPU (see Placement)")
     parser.add_argument("--table", type=Path, help="print a saved run's table (<out>.json)")
     args = parser.parse_args()
     if args.table:
         print(markdown(json.loads(args.table.read_text())))
         return
     seconds = 3.0 if args.quick else args.seconds
+    cpus = sorted(os.sched_getaffinity(0))
     rows: dict[str, dict[str, Any]] = {}
     with Stack() as stack:
         assert stack.redis is not None
         asyncio.run(load_bench_sales(stack.redis.url))
         for name in args.rows.split(","):
-            if name in ("floor", "floor-uvicorn"):
-                server = "uvicorn" if name == "floor-uvicorn" else "hypercorn"
-                rows[name] = run_row(_start_floor(stack, server), None, seconds)
-            elif name == "haproxy":
-                with contextlib.ExitStack() as proxy:
-                    url, metrics_url = _start_proxied(stack, args.workers, 0, proxy)
-                    rows[name] = run_row(url, metrics_url, seconds)
-            else:
-                shed_ms = 0 if name == "shed-off" else args.target_ms
-                url, metrics_url = _start_gateway(stack, name, args.workers, shed_ms)
-                rows[name] = run_row(url, metrics_url, seconds)
+            with contextlib.ExitStack() as proxy:
+                metrics_url: str | None = None
+                workers = args.workers
+                if name in ("floor", "floor-uvicorn"):
+                    server = "uvicorn" if name == "floor-uvicorn" else "hypercorn"
+                    url, pid = _start_floor(stack, server)
+                    workers = 1
+                elif name in ("haproxy", "haproxy-no-hold"):
+                    shipped = HAPROXY_CFG.read_text()
+                    if name == "haproxy-no-hold":
+                        shipped = without_hold(shipped)
+                    url, metrics_url, pid = _start_proxied(stack, workers, proxy, shipped)
+                else:
+                    shed_ms = 0 if name == "shed-off" else args.target_ms
+                    url, metrics_url, pid = _start_gateway(stack, name, workers, shed_ms)
+                cpus_used = place(pid, workers, [] if args.no_pin else cpus)
+                rows[name] = {**run_row(url, metrics_url, seconds), "cpus": cpus_used}
             for process in list(stack.processes):
                 stack.stop(process)
     summary = {
@@ -332,6 +386,7 @@ def main() -> None:
         "rows": {
             name: {
                 "reference_goodput_per_s": row["reference_goodput_per_s"],
+                "cpus": row["cpus"],
                 "verdict": row["verdict"],
                 "phases": [
                     {k: v for k, v in p.items() if k not in ("started", "ended")}

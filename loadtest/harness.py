@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -178,8 +179,6 @@ class Stack(AbstractContextManager["Stack"]):
         listener: str = "",
         **overrides: str,
     ) -> ManagedProcess:
-        import os
-
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLASHGATE_")}
         env.update(self.variables(listener=listener, **overrides))
         process = ManagedProcess(
@@ -247,8 +246,6 @@ def wrk(url: str, *, script: Path, seconds: float, connections: int = 64, thread
     """Run wrk with a Lua script that prints one JSON line of results; return it.
     `prefix` runs it under another command (`taskset -c 1`); `timeout_s` is how long
     wrk waits for an answer before counting a timeout (wrk's own default: 2 s)."""
-    import os
-
     command = [
         *(prefix or []), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency",
         *([f"--timeout={timeout_s:g}s"] if timeout_s else []), "-s", str(script), url,
@@ -270,9 +267,34 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])
-    import os
-
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(pid: int) -> list[int]:
+    """`pid` and every descendant of it (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, []))
+    return found
+
+
+def pin_tree(pid: int, cpus: set[int]) -> None:
+    """Every thread of `pid` and of its descendants onto `cpus`. Each thread has its own
+    mask (the JVM's were made before this call), and a thread or process made later
+    inherits its creator's."""
+    for member in tree_pids(pid):
+        for task in Path(f"/proc/{member}/task").glob("[0-9]*"):
+            with contextlib.suppress(OSError):  # gone between the listing and the call
+                os.sched_setaffinity(int(task.name), cpus)
 
 
 @contextlib.contextmanager

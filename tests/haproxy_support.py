@@ -36,9 +36,11 @@ _DNS_OPTIONS = re.compile(r"\s*(resolvers \S+|init-addr \S+)")
 
 @dataclass(frozen=True)
 class Proxy:
-    """Where the running proxy listens, by the marker names of its `bind` lines."""
+    """Where the running proxy listens, by the marker names of its `bind` lines, and
+    where its log goes (one line per request: `option httplog`)."""
 
     ports: Mapping[str, int]
+    log_path: Path
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -95,13 +97,18 @@ def _rewrite(
 
 @contextmanager
 def running_haproxy(
-    root: Path, servers: Mapping[str, Sequence[int]], maxconn: int = TEST_MAXCONN
+    root: Path,
+    servers: Mapping[str, Sequence[int]],
+    maxconn: int = TEST_MAXCONN,
+    shipped: str | None = None,
 ) -> Iterator[Proxy]:
     """haproxy in the foreground with the loopback config; stopped even after a failure.
-    `maxconn`: the global connection limit (it needs about twice as many descriptors)."""
+    `maxconn`: the global connection limit (it needs about twice as many descriptors).
+    `shipped`: a variant of the shipped file's text to run instead (a benchmark's
+    comparison row)."""
     binary = find_command("haproxy")
     assert binary, "haproxy is missing: `make test-tools` installs it (Debian's haproxy)"
-    text, ports = loopback_config(HAPROXY_CFG.read_text(), servers)
+    text, ports = loopback_config(shipped or HAPROXY_CFG.read_text(), servers)
     root.mkdir(parents=True, exist_ok=True)
     config = root / "haproxy.cfg"
     config.write_text(text)
@@ -117,6 +124,6 @@ def running_haproxy(
                 wait_for_port("haproxy", "127.0.0.1", port, START_TIMEOUT_S)
             except Exception as exc:
                 raise RuntimeError(f"haproxy did not start:\n{process.log_tail(40)}") from exc
-        yield Proxy(ports)
+        yield Proxy(ports, process.log_path)
     finally:
         process.stop(timeout_s=10)

@@ -10,8 +10,9 @@ is disturbed); and a gateway stopped with
 SIGTERM in the middle of a load loses no request: every order sent gets a 202, none a
 connection error or a 5xx, thanks to redispatch and the retries. A crowd of more
 orders at once than the gateways take gets the proxy's own 503 (the gateway's
-shape, Retry-After 1-3 s) for what cannot start within `timeout queue`, and the
-proxy keeps reusing its gateway connections through it.
+shape, Retry-After 1-3 s) for what cannot start within `timeout queue`, shed up
+front and held by the tarpit once the queue is past its bound, and the proxy keeps
+reusing its gateway connections through it.
 """
 
 from __future__ import annotations
@@ -109,10 +110,43 @@ def _gateway_maxconn() -> int:
     return int(found[1])
 
 
+def _public_backend(proxy: Proxy, metric: str) -> float:
+    """One of haproxy's own counters for the public backend (`gateways`)."""
+    samples = _samples(proxy.url("stats"), metric)
+    return sum(value for labels, value in samples if labels.get("proxy") == "gateways")
+
+
 def _gateway_connections_opened(proxy: Proxy) -> float:
     """Connections haproxy has opened to the public backend's gateways."""
-    samples = _samples(proxy.url("stats"), "haproxy_backend_connection_attempts_total")
-    return sum(value for labels, value in samples if labels.get("proxy") == "gateways")
+    return _public_backend(proxy, "haproxy_backend_connection_attempts_total")
+
+
+def _shed_by_tarpit(proxy: Proxy) -> float:
+    """Requests the public backend's tarpit rule shed (haproxy counts them as denied)."""
+    return _public_backend(proxy, "haproxy_backend_requests_denied_total")
+
+
+def _tarpit_ms() -> int:
+    """How long the shipped file holds a tarpitted request before its 503."""
+    found = re.search(r"timeout tarpit (\d+)ms", HAPROXY_CFG.read_text())
+    assert found, "haproxy.cfg has no `timeout tarpit`"
+    return int(found[1])
+
+
+# An `option httplog` line's timers TR/Tw/Tc/Tr/Ta, status, and termination state.
+_LOG_LINE = re.compile(r" gateways/\S+ (-?\d+)/(-?\d+)/-?\d+/-?\d+/-?\d+ (\d{3}) .* (\S{4}) \d+/")
+
+
+def _tarpit_waits_ms(log: str) -> list[int]:
+    """The public backend's tarpitted requests in haproxy's log (termination state `PT`:
+    denied by the proxy, held by its tarpit), each with its wait (Tw, in ms)."""
+    waits = []
+    for line in log.splitlines():
+        found = _LOG_LINE.search(line)
+        if found and found[4].startswith("PT"):
+            assert found[3] == "503", line
+            waits.append(int(found[2]))
+    return waits
 
 
 def _orders_answered(gateway: Gateway) -> float:
@@ -235,32 +269,57 @@ def test_a_gateway_failing_readiness_leaves_the_pool(pool: Pool) -> None:
     assert wait_until(lambda: _active_servers(pool.proxy) == 2, POOL_CHANGE_TIMEOUT_S)
 
 
-async def _crowd(url: str, count: int, rounds: int) -> list[tuple[int, str | None, bytes]]:
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    retry_after: str | None
+    body: bytes
+
+
+async def _crowd(url: str, count: int, rounds: int) -> list[Answer]:
     """`count` shoppers at once, each on its own connection sending `rounds` orders one
-    after another: (status, Retry-After, body) of every order."""
+    after another: every order's answer."""
     timeout = aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S)
     connector = aiohttp.TCPConnector(limit=count)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
 
-        async def one() -> tuple[int, str | None, bytes]:
+        async def one() -> Answer:
             async with session.post(url, json=_order()) as response:
-                return response.status, response.headers.get("Retry-After"), await response.read()
+                body = await response.read()
+                return Answer(response.status, response.headers.get("Retry-After"), body)
 
-        async def shopper() -> list[tuple[int, str | None, bytes]]:
+        async def shopper() -> list[Answer]:
             return [await one() for _ in range(rounds)]
 
         shoppers = await asyncio.gather(*(shopper() for _ in range(count)))
         return list(itertools.chain.from_iterable(shoppers))
 
 
-def test_a_crowd_past_the_gateways_gets_503_from_the_proxy_queue(pool: Pool) -> None:
+def test_a_crowd_past_the_gateways_gets_503_from_the_proxy(pool: Pool) -> None:
     """More orders at once than the gateways take (`maxconn` each) and than can start
     within `timeout queue`: the rest are answered by the proxy, 503 in the gateway's
-    own shape with a Retry-After of 1-3 s; nothing else fails."""
+    own shape with a Retry-After of 1-3 s; nothing else fails. What would only time
+    out in the queue is not queued: the tarpit sheds it, its 503 held, not sent at once."""
     opened_before = _gateway_connections_opened(pool.proxy)
+    tarpitted_before = _shed_by_tarpit(pool.proxy)
+    log_offset = pool.proxy.log_path.stat().st_size
     answers = asyncio.run(_crowd(f"{pool.proxy.url('public')}/v1/orders", CROWD, CROWD_ROUNDS))
-    statuses = Counter(status for status, _, _ in answers)
+    statuses = Counter(answer.status for answer in answers)
     assert set(statuses) == {202, 503}, statuses
+    # 1,500 shoppers queue far past the tarpit's bound per gateway, so part of the
+    # crowd was shed up front, and haproxy's own log says each of those was held the
+    # tarpit's time before its 503 (a plain deny would log state PR and no wait).
+    tarpitted = _shed_by_tarpit(pool.proxy) - tarpitted_before
+    assert tarpitted > 0, statuses
+
+    def tarpit_waits() -> list[int]:
+        with pool.proxy.log_path.open("rb") as log:
+            log.seek(log_offset)
+            return _tarpit_waits_ms(log.read().decode(errors="replace"))
+
+    assert wait_until(lambda: len(tarpit_waits()) == tarpitted, 10), (tarpitted, statuses)
+    assert min(tarpit_waits()) >= _tarpit_ms(), tarpit_waits()[:20]
+    assert statuses[503] >= tarpitted, statuses
     # The crowd's client connections do not become gateway connections: the proxy
     # keeps reusing the `maxconn` it opened per gateway. (Without its fd ratios it
     # dropped the pool past a fifth of its descriptors and opened one per order that
@@ -269,11 +328,11 @@ def test_a_crowd_past_the_gateways_gets_503_from_the_proxy_queue(pool: Pool) -> 
     bound = 2 * _gateway_maxconn() + REOPENED_SLACK  # two gateways
     assert opened <= bound, (opened, statuses)
     assert statuses[202] > 2 * bound, statuses
-    retry_after = Counter(header for status, header, _ in answers if status == 503)
+    retry_after = Counter(answer.retry_after for answer in answers if answer.status == 503)
     assert set(retry_after) <= {"1", "2", "3"}, retry_after
-    for status, _, body in answers:
-        if status == 503:
-            error = json.loads(body)
+    for answer in answers:
+        if answer.status == 503:
+            error = json.loads(answer.body)
             assert error["error"] == "unavailable", error
             assert "retry after" in error["message"], error
 
