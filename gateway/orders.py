@@ -374,7 +374,11 @@ async def _admit_and_produce(
         context.metrics.decision("unavailable")
         raise unavailable("orders cannot be stored right now; retry shortly", KAFKA_REFUSED_RETRY_S)
     await _guard_backlog(context, order.sale_id)
-    per_order_max = context.sold_out.lookup(order.sale_id, order.sku)
+    # A retry's earlier attempt may hold a unit its answer never reported (lost to a
+    # Redis failover): only admission finds it. The local memory would answer 409 and
+    # leave that unit held until the reaper returns it, after the shopper has gone.
+    retried = claim is not None and claim.retry
+    per_order_max = None if retried else context.sold_out.lookup(order.sale_id, order.sku)
     if per_order_max is not None:
         if order.quantity > per_order_max:
             context.metrics.decision("quantity")

@@ -120,9 +120,8 @@ def test_sentinel_failover_mid_burst(
         def recover() -> None:
             wait_until(lambda: nodes.primary_port() == nodes.data_ports[1], 60, "the promotion")
             mark("promoted")
-            # Back as a replica: the sentinels turn the old primary into one.
-            victim.start(tmp_path / "redis-logs" / "victim-restarted.log")
-            victim.wait_listening()
+            # Back as a replica of the new primary, as a restarted pod comes back.
+            nodes.restart_as_replica(0, tmp_path / "redis-logs" / "victim-restarted.log")
             nodes.wait_replicas_online(nodes.data_ports[1], 1)
             mark("rejoined")
 

@@ -18,13 +18,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 import redis
+from redis import asyncio as aioredis
 
+from flashgate.admission import admitter as admitter_module
+from flashgate.admission import idempotency as idempotency_module
+from flashgate.admission.admitter import Admitter, Reservation
+from flashgate.admission.idempotency import IdempotencyStore, body_digest
+from flashgate.admission.keys import idempotency_scope
 from flashgate.ids import new_order_id
+from flashgate.redis_scripts.loader import RedisScripts
 from flashgate.stack.kafka_broker import KafkaBroker
 from flashgate.stack.redis_server import RedisServer
-from tests.gateway_client import OPEN_RATES, Answer, Client, new_env, running_gateway
+from gateway.validation import parse_order
+from tests.gateway_client import OPEN_RATES, ORDER, Answer, Client, new_env, running_gateway
 from tests.services import ServiceEnv, admin_json, load_sale
 
 TOKEN = "storefront-token-1"
@@ -162,6 +171,55 @@ def test_409_sold_out_when_too_few_left(env: ServiceEnv) -> None:
         assert (await client.order(sale_id=sale_id, quantity=1)).status == 202
 
     run(env, body)
+
+
+def test_a_retry_finds_the_unit_its_lost_answer_reserved_after_a_sell_out(
+    env: ServiceEnv,
+) -> None:
+    """A first attempt reserved a unit but its answer was lost (a Redis failover closed
+    the connection after admit.lua ran) and its key was released: the retry, with the
+    same Idempotency-Key, gets that unit, even once this gateway remembers the SKU as
+    sold out. (Answered from that memory, it got 409 and the unit stayed held until the
+    reaper returned it, after the shopper had gone: one unit unsold in a chaos run.)"""
+    sale_id = sale(env, stock={"A": 2})
+    order = {**ORDER, "sale_id": sale_id, "user_id": "u-lost-answer"}
+    key = uuid.uuid4().hex
+    first_attempt = new_order_id()
+    asyncio.run(_attempt_whose_answer_was_lost(env, order, key, first_attempt))
+
+    async def body(client: Client) -> None:
+        assert (await client.order(sale_id=sale_id, user_id="u-last")).status == 202
+        refused = await client.order(sale_id=sale_id, user_id="u-late")  # from the memory
+        assert (refused.status, refused.body["error"]) == (409, "sold_out")
+        retry = await client.order(headers={"Idempotency-Key": key}, **order)
+        assert retry.status == 202, retry.body
+        assert retry.body["order_id"] == first_attempt
+
+    run(env, body)
+    report = admin_json(env, "GET", f"/admin/v1/sales/{sale_id}")
+    assert report["skus"]["A"] == {"loaded": 2, "remaining": 0, "reserved": 0, "accepted": 2}
+
+
+async def _attempt_whose_answer_was_lost(
+    env: ServiceEnv, order: dict[str, Any], key: str, order_id: str
+) -> None:
+    """What a gateway left in Redis when admission's answer was lost: the key claimed
+    and released (its order id kept), the unit reserved under that order id."""
+    client = aioredis.Redis.from_url(env.variables["FLASHGATE_REDIS_URL"])
+    try:
+        scripts = RedisScripts(client, (*admitter_module.SCRIPTS, *idempotency_module.SCRIPTS))
+        store = IdempotencyStore(scripts, ttl_s=600, pending_ttl_s=10)
+        digest = body_digest(msgspec.json.Encoder(order="sorted").encode(parse_order(
+            json.dumps(order).encode()
+        )))  # fmt: skip
+        claim = await store.begin(idempotency_scope(TOKEN), key, digest, order_id)
+        assert (claim.state, claim.retry) == ("new", False)
+        admitter = Admitter(scripts, reservation_ttl_ms=60_000, batching=False)
+        reservation = Reservation(order_id, order["sale_id"], "A", 1, order["user_id"])
+        assert (await admitter.admit(reservation, "127.0.0.1")).admitted
+        await store.release(claim)
+    finally:
+        await client.aclose()
 
 
 def test_409_purchase_limit(env: ServiceEnv) -> None:

@@ -39,7 +39,9 @@ State = Literal["new", "reused", "pending", "done", "unknown"]
 
 class Claim(msgspec.Struct, frozen=True):
     """The outcome of `begin`: `new` carries the owner token needed to finish or release;
-    `unknown` the order id whose Kafka outcome is not known yet (answer from its status)."""
+    `unknown` the order id whose Kafka outcome is not known yet (answer from its status).
+    `retry`: a `new` claim whose order id is an earlier attempt's (that attempt may hold
+    a reservation under it: its answer can have been lost to a failover)."""
 
     state: State
     key: str
@@ -47,6 +49,7 @@ class Claim(msgspec.Struct, frozen=True):
     status: int = 0
     answer: bytes = b""
     order_id: str = ""
+    retry: bool = False
 
 
 def body_digest(canonical: bytes) -> str:
@@ -118,7 +121,8 @@ class IdempotencyStore:
             raise AdmissionUnavailable(f"idempotency check failed: {exc}") from exc
         state = _bytes(reply[0]).decode()
         if state == "new":
-            return Claim("new", redis_key, owner=owner, order_id=_bytes(reply[1]).decode())
+            claimed = _bytes(reply[1]).decode()
+            return Claim("new", redis_key, owner=owner, order_id=claimed, retry=claimed != order_id)
         if state == "done":
             return Claim("done", redis_key, status=int(reply[1]), answer=_bytes(reply[2]))
         if state == "unknown":
