@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from flashgate.admission.admitter import Reservation, Verdict
 from flashgate.admission.errors import AdmissionUnavailable
-from flashgate.admission.idempotency import Claim, body_digest
+from flashgate.admission.idempotency import Claim, order_digest
 from flashgate.admission.sales import rfc3339
 from flashgate.errors import KafkaOutcomeUnknown, KafkaUnavailable
 from flashgate.ids import new_order_id
@@ -57,7 +57,6 @@ RECORD_HEADERS: Headers = [("content-type", b"application/json"), ("flashgate-re
 _JSON_TYPE = (b"content-type", b"application/json")
 # A refused Kafka connection is fixed by an operator, not in a second.
 KAFKA_REFUSED_RETRY_S = 5
-_canonical = msgspec.json.Encoder(order="sorted")
 
 
 class OrderHeaders:
@@ -160,7 +159,7 @@ async def _create_order(context: GatewayContext, scope: Scope, receive: Receive)
 
     key = _idempotency_key(headers.idempotency_key)
     caller = scope.get(CALLER_SCOPE_KEY, "anon")
-    digest = body_digest(_canonical.encode(order))
+    digest = order_digest(order)
     wait_s = settings.gateway.produce_timeout_ms / 1000 + 1.0
     order_id = new_order_id(int(time.time() * 1000))
     try:

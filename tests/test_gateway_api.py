@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import pytest
 import redis
 from redis import asyncio as aioredis
@@ -26,7 +25,7 @@ from redis import asyncio as aioredis
 from flashgate.admission import admitter as admitter_module
 from flashgate.admission import idempotency as idempotency_module
 from flashgate.admission.admitter import Admitter, Reservation
-from flashgate.admission.idempotency import IdempotencyStore, body_digest
+from flashgate.admission.idempotency import IdempotencyStore, order_digest
 from flashgate.admission.keys import idempotency_scope
 from flashgate.ids import new_order_id
 from flashgate.redis_scripts.loader import RedisScripts
@@ -209,9 +208,7 @@ async def _attempt_whose_answer_was_lost(
     try:
         scripts = RedisScripts(client, (*admitter_module.SCRIPTS, *idempotency_module.SCRIPTS))
         store = IdempotencyStore(scripts, ttl_s=600, pending_ttl_s=10)
-        digest = body_digest(msgspec.json.Encoder(order="sorted").encode(parse_order(
-            json.dumps(order).encode()
-        )))  # fmt: skip
+        digest = order_digest(parse_order(json.dumps(order).encode()))
         claim = await store.begin(idempotency_scope(TOKEN), key, digest, order_id)
         assert (claim.state, claim.retry) == ("new", False)
         admitter = Admitter(scripts, reservation_ttl_ms=60_000, batching=False)

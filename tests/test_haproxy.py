@@ -327,17 +327,15 @@ def test_a_crowd_past_the_gateways_gets_503_from_the_proxy(pool: Pool) -> None:
             log.seek(log_offset)
             return _tarpit_waits_ms(log.read().decode(errors="replace"))
 
+    def logged_and_dropped() -> tuple[int, float]:
+        return len(tarpit_waits()), _dropped_logs(pool.proxy) - dropped_before
+
     def every_tarpit_accounted_for() -> bool:
-        dropped = _dropped_logs(pool.proxy) - dropped_before
-        return len(tarpit_waits()) <= tarpitted <= len(tarpit_waits()) + dropped
+        logged, dropped = logged_and_dropped()
+        return logged <= tarpitted <= logged + dropped
 
     assert tarpitted > 0, statuses
-    assert wait_until(every_tarpit_accounted_for, 10), (
-        tarpitted,
-        len(tarpit_waits()),
-        _dropped_logs(pool.proxy) - dropped_before,
-        statuses,
-    )
+    assert wait_until(every_tarpit_accounted_for, 10), (tarpitted, logged_and_dropped(), statuses)
     assert tarpit_waits() and min(tarpit_waits()) >= _tarpit_ms(), tarpit_waits()[:20]
     assert statuses[503] >= tarpitted, statuses
     # The crowd's client connections do not become gateway connections: the proxy

@@ -52,8 +52,12 @@ class Claim(msgspec.Struct, frozen=True):
     retry: bool = False
 
 
-def body_digest(canonical: bytes) -> str:
-    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+_CANONICAL = msgspec.json.Encoder(order="sorted")
+
+
+def order_digest(order: msgspec.Struct) -> str:
+    """What a key's requests are compared by: the decoded order, not its JSON text."""
+    return hashlib.blake2b(_CANONICAL.encode(order), digest_size=16).hexdigest()
 
 
 def _bytes(value: bytes | str) -> bytes:

@@ -62,7 +62,7 @@ class RedisSentinelNodes:
             extra_args=[*follow, "--repl-diskless-sync-delay", "0", *self.extra_args],
         )
 
-    def restart_as_replica(self, index: int, log_path: Path) -> RedisServer:
+    def restart_as_replica(self, index: int, log_path: Path) -> None:
         """Start stopped data node `index` again as a replica of the primary the sentinels
         name now, as the Kubernetes start script does. (Started as the primary it was,
         it waits for the sentinels to turn it into a replica: their timers make that
@@ -74,7 +74,6 @@ class RedisSentinelNodes:
         server.start(log_path)
         server.wait_listening()
         self.servers[index] = server
-        return server
 
     def _start_sentinel(self, index: int, port: int, primary: int, log_dir: Path) -> ManagedProcess:
         # Sentinel rewrites its own config file (what it learns): one file each.
